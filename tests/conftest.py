@@ -1,0 +1,26 @@
+"""Shared fixtures: the repository root on sys.path (pytest.ini) and the read-only ../shared material."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """../shared/data, present in this workplace and its CI; a user's clone has none, so skip with a reason."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"{SHARED_DATA} is absent (it exists only in the project's own workplace)")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def gpt2_rank_file(shared_data: Path) -> Path:
+    """OpenAI's GPT-2 BPE ranks (tiktoken's 'gpt2'), which tiktoken cannot download here."""
+    path = shared_data / "r50k_base.tiktoken"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent")
+    return path
