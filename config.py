@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import os
 import sys
 import textwrap
 import tomllib
@@ -37,12 +38,13 @@ class UserError(Exception):
 class DataConfig:
     source: str | list[str] = "python-stdlib"  # text file, directory, glob, list of them, http(s) URL, or 'python-stdlib'
     tokenizer: str = "bpe"  # 'bytes', 'bpe' (trained on the corpus), a tiktoken name ('gpt2', ...) or a .tiktoken file
-    vocab_size: int = 4096  # vocabulary size of a trained 'bpe' tokenizer (257..65536)
+    vocab_size: int = 4096  # vocabulary size of a trained 'bpe' tokenizer (257 or more; above 65536 tokens are stored as uint32)
     val_fraction: float = 0.1  # fraction of the corpus, taken from its end, held out for validation
     dir: str = ""  # dataset directory; empty: data/<source>-<tokenizer>
     sha256: str = ""  # expected sha256 of an http(s) source (required for URLs)
     bpe_train_bytes: int = 8_000_000  # BPE is trained on an evenly spread sample of this many bytes of the corpus
     force: bool = False  # rebuild the dataset even if one with the same settings exists
+    threads: int = 0  # threads that encode the corpus in parallel; 0 = one per CPU core
 
 
 @dataclass
@@ -52,27 +54,28 @@ class TrainConfig:
     dtype: str = "auto"  # 'auto' (bf16 on GPUs that support it, else fp16; fp32 on cpu), 'float32', 'bfloat16', 'float16'
     compile: str = "auto"  # torch.compile: 'true', 'false', or 'auto' (when the run is long enough to pay the compile back)
     seed: int = 1337  # seed for weights, data order and dropout
-    batch_size: int = 32  # sequences per micro-batch (per process)
+    batch_size: int = 16  # sequences per micro-batch (per process)
     gradient_accumulation_steps: int = 1  # micro-batches per optimizer step, summed over all processes
-    max_iters: int = 5000  # optimizer steps to train for (the run also stops at max_seconds)
-    max_seconds: float = 0.0  # wall-clock budget of training time in seconds; 0 = none. When set, the schedule follows time
+    max_iters: int = 1_000_000  # optimizer steps to train for (the run also stops at max_seconds)
+    max_seconds: float = 480.0  # budget of training time in seconds (evaluation excluded); 0 = none. When set, the schedule follows time
     optimizer: str = "adamw"  # 'adamw', or 'muon' (orthogonalised momentum for 2-D hidden weights, AdamW for the rest)
     learning_rate: float = 1e-3  # peak AdamW learning rate
     min_lr: float = 1e-4  # learning rate at the end of the decay
     muon_lr: float = 0.02  # peak Muon learning rate (optimizer = 'muon')
     muon_momentum: float = 0.95  # Muon momentum
+    muon_weight_decay: float = 0.0  # decoupled weight decay of the Muon-trained matrices (optimizer = 'muon')
     beta1: float = 0.9  # AdamW beta1
     beta2: float = 0.99  # AdamW beta2
     weight_decay: float = 0.1  # AdamW weight decay, applied to 2-D weights only
-    schedule: str = "cosine"  # 'cosine' (warmup, cosine decay) or 'wsd' (warmup, stable, linear decay)
-    warmup_iters: int = 100  # linear warmup steps
+    schedule: str = "wsd"  # 'cosine' (warmup, cosine decay) or 'wsd' (warmup, stable, linear decay)
+    warmup_iters: int = 20  # linear warmup steps
     lr_decay_iters: int = 5000  # steps over which the cosine decays to min_lr (independent of max_iters)
     decay_fraction: float = 0.3  # 'wsd': the final fraction of the run spent decaying to min_lr
     grad_clip: float = 1.0  # clip the gradient norm to this; 0 = off
-    eval_interval: int = 250  # evaluate every this many steps (and at the end)
-    eval_iters: int = 20  # batches per evaluation (always the same windows)
+    eval_interval: int = 100  # evaluate every this many steps (and at the end)
+    eval_iters: int = 10  # batches per evaluation (always the same windows)
     log_interval: int = 10  # write a metrics record every this many steps
-    checkpoint_interval: int = 500  # write ckpt.pt every this many steps (and at the end)
+    checkpoint_interval: int = 200  # write ckpt.pt every this many steps (and at the end)
     resume: bool = False  # continue the run in out_dir from its ckpt.pt
     overwrite: bool = False  # allow a new run to replace a finished run in out_dir
     sample_at_end: bool = True  # print a short sample when training ends
@@ -122,7 +125,9 @@ HIDDEN = {("model", "vocab_size")}  # set from the dataset, never by the user
 @dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
-    model: GPTConfig = field(default_factory=GPTConfig)
+    # the CPU default model (python train.py); GPTConfig's own defaults are GPT-2's
+    model: GPTConfig = field(default_factory=lambda: GPTConfig(n_layer=4, n_head=4, n_embd=256, block_size=256,
+                                                               pos_emb="rope", activation="relu2"))
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
@@ -166,6 +171,7 @@ def _check(cfg: Config) -> None:
     need(0.0 < d.val_fraction < 1.0, "data.val_fraction", f"must be between 0 and 1 (exclusive), got {d.val_fraction}")
     need(257 <= d.vocab_size <= 1 << 20, "data.vocab_size", f"must be at least 257, got {d.vocab_size}")
     need(d.bpe_train_bytes > 0, "data.bpe_train_bytes", "must be positive")
+    need(d.threads >= 0, "data.threads", "must be 0 (one per CPU core) or more")
     need(t.batch_size >= 1, "train.batch_size", f"must be at least 1, got {t.batch_size}")
     need(t.gradient_accumulation_steps >= 1, "train.gradient_accumulation_steps", "must be at least 1")
     need(t.max_iters >= 0, "train.max_iters", "must be 0 or more")
@@ -174,6 +180,7 @@ def _check(cfg: Config) -> None:
     need(0 <= t.min_lr <= t.learning_rate, "train.min_lr", "must be between 0 and train.learning_rate")
     need(t.muon_lr > 0, "train.muon_lr", "must be positive")
     need(0 <= t.muon_momentum < 1, "train.muon_momentum", "must be in [0, 1)")
+    need(t.muon_weight_decay >= 0, "train.muon_weight_decay", "must be 0 or more")
     need(0 <= t.beta1 < 1 and 0 <= t.beta2 < 1, "train.beta1", "beta1 and beta2 must be in [0, 1)")
     need(t.weight_decay >= 0, "train.weight_decay", "must be 0 or more")
     need(t.optimizer in ("adamw", "muon"), "train.optimizer", f"must be 'adamw' or 'muon', got {t.optimizer!r}")
@@ -382,4 +389,7 @@ def run_main(main: Callable[[list[str]], int | None]) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         raise SystemExit(130) from None
+    except BrokenPipeError:  # `python sample.py | head`: the reader left, which is no error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(0) from None
     raise SystemExit(code or 0)

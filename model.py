@@ -1,11 +1,27 @@
 """A GPT in one file, built on one compact, efficient causal multi-head attention.
 
-Imports only torch and the standard library.  (Work in progress: GPTConfig is final;
-the modules follow.)
+The default configuration is exactly GPT-2 (Radford et al. 2019): learned position embeddings,
+pre-LayerNorm blocks, GELU MLP, LM head tied to the token embedding, GPT-2 initialisation, and
+GPT-2's parameter names, so its checkpoints map straight onto this model.  Every other option
+(rotary positions, RMSNorm, QK-norm, ReLU^2 / SwiGLU, grouped-query attention, untied head,
+logit soft-capping, zero-initialised projections) is off by default; they are the choices
+modded-nanogpt found to train faster, kept small enough to read in one sitting.
+
+The attention is the end of the lineage in ``tests/reference_attention.py`` (simple
+self-attention -> trainable weights -> causal mask -> multi-head -> one fused projection and
+``F.scaled_dot_product_attention``); the tests prove it computes the same thing.
+
+Imports only torch and the standard library.
 """
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
 
 @dataclass
@@ -45,7 +61,7 @@ class GPTConfig:
         need(self.rope_base > 0, "rope_base", "must be positive")
         need(self.norm in ("layernorm", "rmsnorm"), "norm", "must be 'layernorm' or 'rmsnorm'")
         need(self.activation in ("gelu", "relu2", "swiglu"), "activation", "must be 'gelu', 'relu2' or 'swiglu'")
-        need(self.mlp_ratio > 0, "mlp_ratio", "must be positive")
+        need(self.mlp_ratio > 0 and self.mlp_hidden >= 1, "mlp_ratio", "must be positive (an MLP at least 1 wide)")
         need(self.logit_softcap >= 0, "logit_softcap", "must be 0 (off) or positive")
 
     @property
@@ -55,3 +71,384 @@ class GPTConfig:
     @property
     def head_dim(self) -> int:
         return self.n_embd // self.n_head
+
+    @property
+    def mlp_hidden(self) -> int:
+        """Hidden width of the MLP; SwiGLU has three matrices instead of two, so 2/3 of it keeps the size."""
+        ratio = self.mlp_ratio * (2 / 3 if self.activation == "swiglu" else 1)
+        return round(ratio * self.n_embd)
+
+
+# --------------------------------------------------------------------------- building blocks
+
+
+class RMSNorm(nn.RMSNorm):
+    """RMSNorm (Zhang & Sennrich 2019): x / rms(x) * gain, i.e. LayerNorm without the centring and the
+    bias; as good in practice (Llama, modded-nanogpt).  The gain is cast to the input's dtype, so
+    under bf16 autocast torch's fused kernel still applies."""
+
+    def __init__(self, dim: int):
+        super().__init__(dim, eps=1e-6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, self.normalized_shape, self.weight.to(x.dtype), self.eps)
+
+
+def make_norm(config: GPTConfig, dim: int) -> nn.Module:
+    """LayerNorm (GPT-2) or RMSNorm, as configured."""
+    return RMSNorm(dim) if config.norm == "rmsnorm" else nn.LayerNorm(dim, bias=config.bias)
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding (RoPE, Su et al. 2021).
+
+    Each pair of channels (i, i + d/2) of a query or key at position p is rotated by the angle
+    p * base^(-2i/d).  A rotation keeps lengths, and q_m . k_n then depends only on m - n, so
+    attention sees relative positions and there is no position table to learn.  Real arithmetic,
+    not complex numbers, so torch.compile can fuse it.  The cos/sin tables cover block_size
+    positions and are not saved in checkpoints (they are recomputed).
+    """
+
+    def __init__(self, head_dim: int, max_len: int, base: float):
+        super().__init__()
+        inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)  # (hd/2,)
+        angles = torch.outer(torch.arange(max_len, dtype=torch.float32), inv_freq)  # (max_len, hd/2)
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """Rotate x (B, heads, T, hd) whose first token is at position ``start``."""
+        T = x.size(-2)
+        cos = self.cos[start:start + T].to(x.dtype)  # (T, hd/2), broadcast over batch and heads
+        sin = self.sin[start:start + T].to(x.dtype)
+        x1, x2 = x.chunk(2, dim=-1)
+        return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+
+
+class KVCache:
+    """Keys and values of every layer for the tokens seen so far, for incremental decoding.
+
+    One preallocated tensor per layer and for keys and values, (B, kv_heads, block_size, head_dim),
+    created on the first write with that write's dtype and device (so autocast just works), plus
+    ``length``: how many positions are filled.  Each attention layer writes its new keys/values at
+    ``length`` and attends over ``[0, length + T)``; ``GPT`` advances ``length`` once all layers ran.
+    Keys are stored after QK-norm and rotation, i.e. exactly what attention consumed.
+    """
+
+    def __init__(self, n_layer: int, block_size: int):
+        self.block_size = block_size
+        self.k: list[torch.Tensor | None] = [None] * n_layer
+        self.v: list[torch.Tensor | None] = [None] * n_layer
+        self.length = 0
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v (B, kv_heads, T, hd) at positions [length, length + T); return all keys/values so far."""
+        B, H, T, D = k.shape
+        end = self.length + T
+        if end > self.block_size:
+            raise ValueError(f"KV cache holds {self.block_size} positions; cannot write up to {end}")
+        if self.k[layer] is None:
+            self.k[layer] = k.new_empty(B, H, self.block_size, D)
+            self.v[layer] = v.new_empty(B, H, self.block_size, D)
+        self.k[layer][:, :, self.length:end] = k
+        self.v[layer][:, :, self.length:end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]  # (B, kv_heads, end, hd)
+
+
+class CausalSelfAttention(nn.Module):
+    """Causal multi-head self-attention in its efficient form.
+
+    One fused projection ``c_attn`` computes queries, keys and values (in that order) for all heads
+    at once; heads are split by view/transpose (no Python loop, no copies), and
+    ``F.scaled_dot_product_attention`` applies the scaled softmax with the causal mask without
+    materialising a T x T mask, so flash / memory-efficient kernels run where the device has them.
+    Options: grouped-query attention (Ainslie et al. 2023; fewer key/value heads, each shared by
+    n_head / n_kv_head query heads), QK-norm (Henry et al. 2020, Dehghani et al. 2023; RMS-normalise
+    each head's query and key, with a learned gain, so logits cannot blow up), rotary positions.
+    """
+
+    def __init__(self, config: GPTConfig, layer_idx: int = 0):
+        super().__init__()
+        self.n_head, self.kv_heads, self.head_dim = config.n_head, config.kv_heads, config.head_dim
+        self.layer_idx = layer_idx  # which slot of a KVCache is ours
+        kv_dim = self.kv_heads * self.head_dim
+        self.c_attn = nn.Linear(config.n_embd, config.n_embd + 2 * kv_dim, bias=config.bias)  # Q, K, V
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.q_norm = RMSNorm(self.head_dim) if config.qk_norm else None
+        self.k_norm = RMSNorm(self.head_dim) if config.qk_norm else None
+        self.rotary = Rotary(self.head_dim, config.block_size, config.rope_base) if config.pos_emb == "rope" else None
+        self.dropout = config.dropout
+        self.resid_dropout = nn.Dropout(config.dropout)
+        # SDPA broadcasts shared key/value heads itself (torch >= 2.5); only ask for it when grouped
+        self.sdpa_kwargs = {"enable_gqa": True} if self.kv_heads != self.n_head else {}
+
+    def qkv(self, x: torch.Tensor, start: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries (B, n_head, T, hd), keys and values (B, kv_heads, T, hd) for x (B, T, C) at positions start..."""
+        B, T, C = x.shape
+        kv_dim = self.kv_heads * self.head_dim
+        q, k, v = self.c_attn(x).split([C, kv_dim, kv_dim], dim=2)
+        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, n_head, T, hd)
+        k = k.view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, kv_heads, T, hd)
+        v = v.view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, kv_heads, T, hd)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if self.rotary is not None:  # after the norm, so the rotation is the last thing that touches q, k
+            q, k = self.rotary(q, start), self.rotary(k, start)
+        return q.to(v.dtype), k.to(v.dtype), v  # norms may have promoted to float32 under autocast
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        B, T, C = x.shape
+        start = cache.length if cache is not None else 0
+        q, k, v = self.qkv(x, start)
+        mask = None
+        if cache is not None:
+            k, v = cache.update(self.layer_idx, k, v)  # (B, kv_heads, start + T, hd)
+            if start > 0 and T > 1:  # several new queries after cached keys: query i sees keys <= start + i
+                mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(diagonal=start)
+        # with no cache, or a cache filled from empty, the plain causal mask is right; a single new
+        # query after cached keys may see all of them, so it needs no mask at all
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=start == 0,
+                                           dropout_p=self.dropout if self.training else 0.0, **self.sdpa_kwargs)
+        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C): heads side by side again
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    """The position-wise feed-forward network: widen, non-linearity, project back.
+
+    'gelu': the exact (erf) GELU, as nanoGPT uses; GPT-2 trained with its tanh approximation, which
+    differs by < 1e-3 and runs ~1.6x slower on a CPU.  'relu2': relu(x)^2 (Primer, So et al. 2021), cheaper and
+    faster-learning.  'swiglu': silu(a) * b (Shazeer 2020); ``c_fc`` produces both halves [a, b], and
+    the hidden width is 2/3 of the usual so the parameter count stays about the same.
+    """
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.activation = config.activation
+        hidden = config.mlp_hidden
+        self.c_fc = nn.Linear(config.n_embd, 2 * hidden if self.activation == "swiglu" else hidden, bias=config.bias)
+        self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.c_fc(x)  # (B, T, hidden) or (B, T, 2 * hidden) for swiglu
+        if self.activation == "gelu":
+            h = F.gelu(h)
+        elif self.activation == "relu2":
+            h = F.relu(h).square()
+        else:
+            gate, value = h.chunk(2, dim=-1)
+            h = F.silu(gate) * value  # (B, T, hidden)
+        return self.dropout(self.c_proj(h))
+
+
+class Block(nn.Module):
+    """A transformer block with pre-normalisation (GPT-2): x + attn(norm(x)), then x + mlp(norm(x)).
+
+    Normalising the branch inputs, not the residual stream, keeps a clean identity path through the
+    depth of the network, so gradients stay well scaled and training is stable (Xiong et al. 2020).
+    """
+
+    def __init__(self, config: GPTConfig, layer_idx: int = 0):
+        super().__init__()
+        self.ln_1 = make_norm(config, config.n_embd)
+        self.attn = CausalSelfAttention(config, layer_idx)
+        self.ln_2 = make_norm(config, config.n_embd)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache)
+        return x + self.mlp(self.ln_2(x))
+
+
+# --------------------------------------------------------------------------- the model
+
+
+def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
+                top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Pick one token per row of logits (B, V) -> (B,).
+
+    temperature 0 is greedy (argmax, no randomness); top_k keeps the k most likely tokens (None or 0 =
+    all); top_p keeps the smallest set of most likely tokens whose probability reaches p (nucleus
+    sampling, Holtzman et al. 2020; None or 1.0 = all).  ``generator`` makes the draw reproducible.
+    """
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / temperature
+    if top_k:
+        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = F.softmax(logits, dim=-1)  # (B, V)
+    if top_p is not None and top_p < 1.0:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs  # probability of the more likely tokens
+        sorted_probs = sorted_probs.masked_fill(mass_before >= top_p, 0.0)  # the first token always stays
+        probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (B,)
+
+
+class GPT(nn.Module):
+    """A decoder-only transformer language model with GPT-2's structure and parameter names."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        modules = dict(wte=nn.Embedding(config.vocab_size, config.n_embd))
+        if config.pos_emb == "learned":
+            modules["wpe"] = nn.Embedding(config.block_size, config.n_embd)
+        modules.update(drop=nn.Dropout(config.dropout),
+                       h=nn.ModuleList(Block(config, i) for i in range(config.n_layer)),
+                       ln_f=make_norm(config, config.n_embd))
+        self.transformer = nn.ModuleDict(modules)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            # one matrix both reads tokens in and scores them out (Press & Wolf 2017): fewer
+            # parameters, and rare tokens' input embeddings get gradient from every output step
+            self.transformer.wte.weight = self.lm_head.weight
+        self.apply(self._init_weights)
+        # GPT-2: each residual branch's output projection is scaled down by 1/sqrt(2 * n_layer) so the
+        # residual stream's variance does not grow with depth; modded-nanogpt starts them at zero, so
+        # every block begins as the identity
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                if config.zero_init_proj:
+                    nn.init.zeros_(p)
+                else:
+                    nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    # ---- forward
+
+    def hidden_states(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Final normalised hidden states (B, T, C) for tokens idx (B, T), continuing ``cache`` if given."""
+        B, T = idx.shape
+        start = cache.length if cache is not None else 0
+        if start + T > self.config.block_size:
+            raise ValueError(f"cannot forward a sequence of {start + T} tokens: "
+                             f"block_size is only {self.config.block_size}")
+        x = self.transformer.wte(idx)  # (B, T, C)
+        if "wpe" in self.transformer:
+            x = x + self.transformer.wpe(torch.arange(start, start + T, device=idx.device))
+        x = self.transformer.drop(x)
+        for block in self.transformer.h:
+            x = block(x, cache)
+        if cache is not None:
+            cache.length += T
+        return self.transformer.ln_f(x)
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (..., V) from hidden states (..., C); soft-capped as cap * tanh(logits / cap) if set (Gemma 2)."""
+        logits = self.lm_head(x)
+        cap = self.config.logit_softcap
+        return cap * torch.tanh(logits / cap) if cap else logits
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
+                cache: KVCache | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits (B, T, V) at every position, and with targets (B, T) the mean cross-entropy
+        (positions whose target is -1 are ignored)."""
+        logits = self.head(self.hidden_states(idx, cache))  # (B, T, V)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+        return logits, loss
+
+    # ---- counting
+
+    def num_params(self) -> int:
+        """All parameters, the tied embedding/head matrix once, position embeddings included."""
+        return sum(p.numel() for p in self.parameters())
+
+    def flops_per_token(self, seq_len: int | None = None) -> int:
+        """Training FLOPs (forward + backward) per token, PaLM's convention (Chowdhery et al. 2022, app. B).
+
+        6 * N + 12 * n_layer * n_embd * T, where N counts the weights of every matrix multiply: the
+        Linear layers of the blocks and the LM head (the tied token embedding counts there, once).
+        Lookups (token and position embeddings as such), biases and norm gains are left out.  The
+        attention term is Q K^T and A V over a context of T = block_size (or ``seq_len``), counted for
+        the full T x T square as PaLM does, although causal kernels may skip the masked half.
+        """
+        n_matmul = sum(m.weight.numel() for m in self.modules() if isinstance(m, nn.Linear))
+        T = seq_len or self.config.block_size
+        return 6 * n_matmul + 12 * self.config.n_layer * self.config.n_embd * T
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Every parameter exactly once, by the role that decides its optimizer settings.
+
+        - "matrix": 2-D weights inside the blocks (attention and MLP): weight decay, Muon's domain;
+        - "embedding": the token embedding (also the head when tied) and the position embedding;
+        - "head": the LM head when untied (empty when tied);
+        - "scalar": 1-D parameters, i.e. norm gains and biases: no weight decay.
+        """
+        groups: dict[str, list[nn.Parameter]] = {"matrix": [], "embedding": [], "head": [], "scalar": []}
+        for name, p in self.named_parameters():  # a tied parameter appears once, as transformer.wte.weight
+            if p.ndim < 2:
+                groups["scalar"].append(p)
+            elif name.startswith("transformer.h."):
+                groups["matrix"].append(p)
+            elif name.startswith(("transformer.wte.", "transformer.wpe.")):
+                groups["embedding"].append(p)
+            elif name.startswith("lm_head."):
+                groups["head"].append(p)
+            else:
+                raise AssertionError(f"parameter {name} has no optimizer group")
+        return groups
+
+    # ---- generation
+
+    @torch.no_grad()
+    def generate_stream(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                        top_k: int | None = None, top_p: float | None = None,
+                        generator: torch.Generator | None = None, use_cache: bool = True) -> Iterator[torch.Tensor]:
+        """Yield max_new_tokens new tokens, one column (B,) at a time, continuing idx (B, T).
+
+        The prompt is prefilled once into a KV cache; then each step feeds only the newest token and
+        computes the LM head only at the last position.  Semantics are exactly nanoGPT's: each step
+        behaves like feeding the last block_size tokens from scratch.  So once the sequence outgrows
+        block_size the window slides and its positions restart at 0, and every later step re-prefills
+        the cropped window: that is unavoidable for exactness with any position scheme, because the
+        keys of deeper layers depend on all earlier tokens of the window, and the window lost one.
+        ``use_cache=False`` recomputes the window at every step (the reference the cache is tested
+        against).  Put the model in eval() first if it has dropout.
+        """
+        if idx.dim() != 2 or idx.size(1) == 0:
+            raise ValueError(f"idx must be a (batch, time) tensor with at least one token, got shape {tuple(idx.shape)}")
+        if max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+        if top_k is not None and top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0 or None = off), got {top_k}")
+        if top_p is not None and not 0.0 < top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1] (1 or None = off), got {top_p}")
+        L = self.config.block_size
+        cache = None
+        for _ in range(max_new_tokens):
+            n = idx.size(1)
+            if cache is not None and cache.length == n - 1 and cache.length < L:
+                x = self.hidden_states(idx[:, -1:], cache)  # decode: only the newest token, (B, 1, C)
+            else:
+                window = idx[:, -L:]  # (B, min(n, L)): nanoGPT's crop
+                # a full window can never be extended (the next token would sit at position L), so
+                # it gets no cache; otherwise this is the one prefill
+                cache = KVCache(self.config.n_layer, L) if use_cache and window.size(1) < L else None
+                x = self.hidden_states(window, cache)
+            logits = self.head(x[:, -1, :])  # (B, V): the head only where it is needed
+            next_token = sample_next(logits, temperature, top_k, top_p, generator)  # (B,)
+            idx = torch.cat((idx, next_token[:, None]), dim=1)
+            yield next_token
+
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float | None = None,
+                 generator: torch.Generator | None = None, use_cache: bool = True) -> torch.Tensor:
+        """idx (B, T) followed by max_new_tokens sampled tokens: (B, T + max_new_tokens).
+        See ``generate_stream`` for the semantics; temperature 0 is greedy."""
+        new = [t[:, None] for t in self.generate_stream(idx, max_new_tokens, temperature, top_k, top_p,
+                                                        generator, use_cache)]
+        return torch.cat([idx, *new], dim=1)

@@ -4,6 +4,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
+
+# The models in tests are tiny: one thread runs them fastest, and stays fast when the machine is busy
+# (with several threads on a loaded 2-core machine, small kernels wait on each other).
+torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"

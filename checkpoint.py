@@ -1,0 +1,145 @@
+"""Checkpoints: written atomically, read back without unpickling code.
+
+A checkpoint is one ``torch.save`` of a dict of tensors and plain data (see
+:data:`FORMAT` and train.py for its keys).  Two things nanoGPT users lose sleep
+over are ruled out here:
+
+* **A kill mid-write never costs the last good checkpoint.**  The new file is
+  written beside the old one under a temporary name, flushed and fsync'ed, then
+  ``os.replace``'d onto it (atomic on POSIX and Windows) and the directory is
+  fsync'ed so the rename itself survives a power cut.  At every instant the path
+  holds either the whole old or the whole new checkpoint.
+* **Loading a checkpoint never runs code.**  ``torch.load(weights_only=True)``
+  only rebuilds tensors and plain containers, so a checkpoint from a stranger is
+  as safe to open as a text file.  Anything else is refused with one line.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+
+from config import UserError
+from model import GPT, GPTConfig
+
+FORMAT = 1  # bump when the layout of the checkpoint dict changes incompatibly
+REQUIRED = ("model", "model_config", "tokenizer")  # what every reader (sample.py, train.py) needs
+LAST, BEST = "ckpt.pt", "best.pt"  # file names inside a run directory
+WRAPPER_PREFIXES = ("_orig_mod.", "module.")  # added to parameter names by torch.compile and DDP
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write ``state`` to ``path`` atomically: the old file stays intact until the new one is complete."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # same directory, so the rename is atomic
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:  # including KeyboardInterrupt: never leave a temporary file behind
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise UserError(f"cannot write checkpoint {path}: {e.strerror or e}; "
+                            "free some disk space or choose another --train.out_dir") from None
+        raise
+    _fsync_dir(path.parent)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a writer killed with SIGKILL
+        stale.unlink(missing_ok=True)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename durable (POSIX); directories cannot be opened for fsync on Windows."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu",
+                    require: Iterable[str] = ()) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` (tensors and plain data only).
+
+    A missing, truncated or corrupt file, one holding anything but tensors and plain data, or one
+    without the keys every reader needs (plus ``require``) is a :class:`UserError` naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} not found; give a run directory or a .pt file written by train.py")
+    with open(path, "rb") as f:
+        if f.read(4) != ZIP_MAGIC:
+            raise UserError(f"checkpoint {path} is not a PyTorch checkpoint file (truncated or corrupt); "
+                            "delete it and use another checkpoint, or train again")
+    try:
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of foreign files
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - whatever fails to parse is a bad file, not a bug here
+        if type(e).__name__ == "UnpicklingError" and "Weights only load failed" in str(e):
+            raise UserError(f"checkpoint {path} holds Python objects other than tensors and plain data; "
+                            "refusing to unpickle it (only load checkpoints written by train.py)") from None
+        raise UserError(f"checkpoint {path} is truncated or corrupt ({type(e).__name__}); "
+                        "delete it and use another checkpoint, or train again") from None
+    if not isinstance(ckpt, dict) or "format" not in ckpt:
+        raise UserError(f"{path} is not a smallgpt checkpoint (no 'format' key); "
+                        "give a checkpoint written by train.py")
+    if ckpt["format"] != FORMAT:
+        raise UserError(f"checkpoint {path} has format {ckpt['format']!r}, this code reads format {FORMAT}; "
+                        "use the version of smallgpt that wrote it")
+    missing = [k for k in (*REQUIRED, *require) if k not in ckpt]
+    if missing:
+        raise UserError(f"checkpoint {path} lacks {', '.join(missing)}; it is incomplete, "
+                        "use another checkpoint or train again")
+    return ckpt
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file as given, or the one to use in a run directory: best.pt (best val loss), else ckpt.pt."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    if p.is_dir():
+        for name in (BEST, LAST):
+            if (p / name).is_file():
+                return p / name
+        raise UserError(f"no checkpoint in {p}; train one with python train.py --train.out_dir={p}")
+    raise UserError(f"{p} does not exist; give a run directory or a checkpoint file "
+                    f"(train one with python train.py --train.out_dir={p})")
+
+
+def strip_wrapper_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Parameter names as the bare GPT has them, whether saved from a compiled and/or DDP-wrapped model."""
+    def bare(name: str) -> str:
+        while name.startswith(WRAPPER_PREFIXES):
+            name = name.split(".", 1)[1]
+        return name
+    return {bare(k): v for k, v in state_dict.items()}
+
+
+def model_from_checkpoint(ckpt: dict[str, Any], device: str | torch.device = "cpu") -> GPT:
+    """The GPT a checkpoint holds, on ``device``, in eval mode."""
+    try:
+        config = GPTConfig(**ckpt["model_config"])
+    except (TypeError, ValueError) as e:
+        raise UserError(f"the checkpoint's model_config does not fit this model.py ({e}); "
+                        "use the version of smallgpt that wrote it") from None
+    model = GPT(config)
+    try:
+        model.load_state_dict(strip_wrapper_prefixes(ckpt["model"]))
+    except RuntimeError as e:
+        lines = str(e).strip().splitlines()
+        detail = (lines[1] if len(lines) > 1 else str(e)).strip()[:200]
+        raise UserError(f"the checkpoint's weights do not fit its model_config ({detail}); "
+                        "the checkpoint is damaged or from another version") from None
+    return model.to(device).eval()

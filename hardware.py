@@ -1,0 +1,115 @@
+"""The machine a run lands on: its device, its number format, and its peak FLOP rate for MFU.
+
+MFU (model FLOPs utilisation, PaLM, Chowdhery et al. 2022) is the model's useful FLOPs per
+second over the peak of the hardware it ran on.  The peak must be this machine's, never another's:
+on a GPU it comes from a table of the vendors' dense peaks, on a CPU (and unknown GPUs) from a
+short matrix-multiply probe run once per process.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import time
+
+import torch
+
+from config import UserError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+# dense (no sparsity) tensor-core peaks in FLOP/s for bf16/fp16 by device-name fragment, first match wins
+GPU_PEAKS = [
+    ("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("GH200", 989e12), ("H200", 989e12), ("H100", 989e12),
+    ("B200", 2250e12), ("A100", 312e12), ("A800", 312e12), ("L40S", 362e12), ("L40", 181e12),
+    ("L4", 121e12), ("A10G", 70e12), ("A10", 125e12), ("RTX 4090", 165e12), ("RTX 3090", 71e12),
+    ("V100", 125e12), ("T4", 65e12),
+]
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """'auto' -> cuda, then mps, then cpu; otherwise the named device, checked to exist."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--train.device: unknown device {name!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--train.device={name}: no CUDA GPU is available here; use --train.device=auto or cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UserError(f"--train.device={name}: only {torch.cuda.device_count()} CUDA device(s) here")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UserError(f"--train.device={name}: MPS is not available here; use --train.device=auto or cpu")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"--train.device={name}: only cpu, cuda and mps are supported")
+    return device
+
+
+def pick_dtype(name: str, device: torch.device) -> torch.dtype:
+    """'auto' -> bf16 on CUDA GPUs that support it, else fp16 (with a GradScaler); fp32 on cpu and mps."""
+    if name == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    dtype = DTYPES[name]
+    if dtype == torch.float16 and device.type != "cuda":
+        raise UserError(f"--train.dtype=float16 needs a CUDA GPU (it trains with a GradScaler); "
+                        f"on {device.type} use float32 or bfloat16")
+    return dtype
+
+
+def setup(device: torch.device) -> None:
+    """Process-wide speed settings: TF32 matmuls on NVIDIA GPUs (fp32 tensors, 10-bit-mantissa math)."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
+    """Mixed precision for the forward pass: matmuls in ``dtype``, weights and optimizer in fp32."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def peak_flops(device: torch.device, dtype: torch.dtype) -> float:
+    """Peak FLOP/s of one device for ``dtype``: the GPU table for bf16/fp16, else a measured matmul."""
+    if device.type == "cuda" and dtype in (torch.bfloat16, torch.float16):
+        name = torch.cuda.get_device_name(device)
+        for fragment, peak in GPU_PEAKS:
+            if fragment in name:
+                return peak
+    return _probe(str(device), dtype)
+
+
+@functools.lru_cache(maxsize=None)
+def _probe(device: str, dtype: torch.dtype, n: int = 2048, repeats: int = 3) -> float:
+    """FLOP/s of an n³ matmul on ``device``: the median of a few timed runs after one warm-up.
+
+    On a CPU this is what a well-shaped training step can approach (a small model reaches a good
+    fraction of it), so MFU against it says how much of the machine the run uses.
+    """
+    dev = torch.device(device)
+    n = n if dev.type != "cpu" or dtype == torch.float32 else n // 2  # bf16 on CPUs can be very slow
+    a = torch.randn(n, n, device=dev).to(dtype)
+    b = torch.randn(n, n, device=dev).to(dtype)
+    times = []
+    for i in range(repeats + 1):
+        _sync(dev)
+        t0 = time.perf_counter()
+        a @ b
+        _sync(dev)
+        if i:
+            times.append(time.perf_counter() - t0)
+    return 2 * n**3 / sorted(times)[len(times) // 2]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()

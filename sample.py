@@ -1,0 +1,170 @@
+"""Write text with a trained GPT: ``python sample.py [CONFIG.toml] [--sample.key=value ...]``.
+
+Loads the run's best checkpoint (or ``sample.checkpoint``) and the tokenizer saved beside
+it, continues ``sample.prompt`` and streams the text to stdout as it is generated.  The
+sampling itself (KV cache, temperature, top-k, top-p, seeded generator) lives in
+``model.GPT.generate_stream``; this script does the I/O around it:
+
+* **Prompt.**  Taken literally: ``--sample.prompt='Once upon'``.  No backslash escapes
+  are interpreted on the command line (a Windows path or a regex stays as typed); for
+  several lines use a TOML string (``prompt = "Dear Sir,\\n"``), your shell's ``$'a\\nb'``,
+  or ``FILE:path`` to read the prompt from a UTF-8 file.  ``<|endoftext|>`` in a prompt
+  is the document separator the model was trained with; an empty prompt starts a fresh
+  document.  A prompt longer than the model's context keeps its tail, with a warning.
+* **Output.**  Each sample is the prompt followed by its continuation.  Sample 1 streams
+  token by token; with ``num_samples > 1`` the others (generated in the same batch) are
+  printed when the batch ends, each sample followed by a ``---------------`` line.  A
+  sample ends at ``<|endoftext|>`` (not printed) or after ``max_new_tokens``; the batch
+  stops as soon as every sample has ended.
+* **UTF-8.**  A byte-level tokenizer may split one character over several tokens; each
+  sample has its own incremental UTF-8 decoder, so a character is printed only once all
+  of its bytes have arrived, and the streamed text equals the decoded whole.
+"""
+from __future__ import annotations
+
+import codecs
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Iterable, TextIO
+
+import tiktoken
+import torch
+
+import hardware
+from checkpoint import find_checkpoint, load_checkpoint, model_from_checkpoint
+from config import Config, UserError, parse_args, run_main
+from tokenizer import load_tokenizer
+
+SUMMARY = """Continue a prompt with a trained GPT, streaming the text to stdout.
+The prompt is taken literally (no backslash escapes); give several lines in a TOML string or as FILE:path.
+With num_samples > 1, sample 1 streams and the others print when the batch ends, each followed by a
+'---------------' line.  Sampling uses train.dtype (bf16 on GPUs by default) and the checkpoint's tokenizer."""
+SEPARATOR = "---------------"
+
+
+def read_prompt(prompt: str) -> str:
+    """The prompt text: the setting itself, or the contents of the file named after ``FILE:``."""
+    if not prompt.startswith("FILE:"):
+        return prompt
+    path = Path(prompt[len("FILE:"):]).expanduser()
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"--sample.prompt: prompt file {path} not found; give an existing file after FILE:") from None
+    except UnicodeDecodeError:
+        raise UserError(f"--sample.prompt: prompt file {path} is not UTF-8 text; save it as UTF-8") from None
+    except OSError as e:
+        raise UserError(f"--sample.prompt: cannot read prompt file {path}: {e.strerror or e}") from None
+
+
+def encode_prompt(enc: tiktoken.Encoding, text: str, block_size: int) -> tuple[list[int], bool]:
+    """Token ids to start from (at most ``block_size``, the tail kept) and whether the prompt was cut."""
+    ids = enc.encode(text, allowed_special="all") or [enc.eot_token]  # empty: the start of a document
+    return ids[-block_size:], len(ids) > block_size
+
+
+def token_bytes(enc: tiktoken.Encoding, token: int) -> bytes:
+    """The bytes of one token; none for an id past the tokenizer's vocabulary (a padded embedding row)."""
+    try:
+        return enc.decode_single_token_bytes(token)
+    except KeyError:
+        return b""
+
+
+def stream_samples(columns: Iterable[torch.Tensor], enc: tiktoken.Encoding, num_samples: int,
+                   out: TextIO | None = None) -> list[str]:
+    """Decode a batch of samples a token column at a time; write sample 0 to ``out`` as it grows.
+
+    ``columns`` yields the new token of every sample, shape (num_samples,), step by step.  A sample
+    ends at its first ``<|endoftext|>``; the loop stops once every sample has ended.  Returns the
+    decoded continuation of each sample (without the end token).
+    """
+    decoders = [codecs.getincrementaldecoder("utf-8")(errors="replace") for _ in range(num_samples)]
+    pieces: list[list[str]] = [[] for _ in range(num_samples)]
+    ended = [False] * num_samples
+
+    def emit(i: int, text: str) -> None:
+        pieces[i].append(text)
+        if i == 0 and out is not None and text:
+            out.write(text)
+            out.flush()
+
+    for column in columns:
+        for i, token in enumerate(column.tolist()):  # one device-to-host copy per step
+            if ended[i]:
+                continue
+            if token == enc.eot_token:
+                ended[i] = True
+                emit(i, decoders[i].decode(b"", final=True))
+            else:
+                emit(i, decoders[i].decode(token_bytes(enc, token)))
+        if all(ended):
+            break
+    for i in range(num_samples):
+        if not ended[i]:
+            emit(i, decoders[i].decode(b"", final=True))  # bytes of a cut-off character become U+FFFD
+    return ["".join(p) for p in pieces]
+
+
+def pick_device(name: str) -> torch.device:
+    """hardware.pick_device, its messages naming this script's setting."""
+    try:
+        return hardware.pick_device(name)
+    except UserError as e:
+        raise UserError(str(e).replace("--train.device", "--sample.device")) from None
+
+
+def sample(cfg: Config, out: TextIO) -> list[str]:
+    """Generate ``cfg.sample.num_samples`` samples, streaming the first to ``out``; returns the full texts."""
+    s = cfg.sample
+    path = find_checkpoint(s.checkpoint or cfg.train.out_dir)
+    text = read_prompt(s.prompt)  # every check before the slow part
+    device = pick_device(s.device)
+    dtype = hardware.pick_dtype(cfg.train.dtype, device)  # sample in the precision the run trained in
+    ckpt = load_checkpoint(path)
+    step, best = ckpt.get("step"), ckpt.get("best_val_loss")
+    known = isinstance(step, int) and isinstance(best, float) and math.isfinite(best)
+    print(f"sampling from {path}" + (f" (step {step}, best val loss {best:.4f})" if known else ""), file=sys.stderr)
+    model = model_from_checkpoint(ckpt, device)
+    rank_file = ckpt["tokenizer"].get("file")
+    if rank_file and not (path.parent / rank_file).is_file():
+        raise UserError(f"the tokenizer file {rank_file} is missing beside {path}; copy it there from the run "
+                        "or dataset directory the checkpoint came from")
+    enc = load_tokenizer(ckpt["tokenizer"], path.parent)
+
+    ids, cut = encode_prompt(enc, text, model.config.block_size)
+    if cut:
+        print(f"warning: the prompt is longer than the model's context of {model.config.block_size} tokens; "
+              "only its tail is used", file=sys.stderr)
+        text = enc.decode(ids, errors="replace")  # echo what the model actually sees
+    idx = torch.tensor([ids] * s.num_samples, dtype=torch.long, device=device)  # (num_samples, T)
+    generator = torch.Generator(device=device).manual_seed(s.seed)
+
+    out.write(text)
+    with torch.inference_mode(), hardware.autocast(device, dtype):
+        columns = model.generate_stream(idx, s.max_new_tokens, temperature=s.temperature, top_k=s.top_k or None,
+                                        top_p=s.top_p if s.top_p < 1.0 else None, generator=generator)
+        continuations = stream_samples(columns, enc, s.num_samples, out)
+    samples = [text + c for c in continuations]
+    if s.num_samples == 1:
+        out.write("\n")
+    else:
+        out.write(f"\n{SEPARATOR}\n")
+        for t in samples[1:]:
+            out.write(f"{t}\n{SEPARATOR}\n")
+    out.flush()
+    return samples
+
+
+def main(argv: list[str]) -> int:
+    try:
+        sample(parse_args(argv, "sample.py", ("sample", "train"), SUMMARY), sys.stdout)
+    except BrokenPipeError:  # e.g. `python sample.py | head`: the reader has gone, which is fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

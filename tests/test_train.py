@@ -1,0 +1,368 @@
+"""train.py and hardware.py: the whole run on tiny models over a tiny corpus made here.
+
+Covers: prepare -> train -> sample end to end; metrics.jsonl records; stateless, fixed data windows;
+exact resume after SIGKILL; the 2-process gloo DDP run matching 1 process; non-finite loss; refusing
+to clobber or mis-resume a run; bad input and bad settings (one line, exit 2); the compile rule.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import pytest
+import torch
+
+import hardware
+import train
+from checkpoint import load_checkpoint, model_from_checkpoint
+from config import Config, DataConfig, UserError, parse_args
+from prepare import open_dataset, prepare
+
+ROOT = Path(__file__).resolve().parents[1]
+WORDS = ("the a of and to in is was it he she they had said not but with for as his her on at by this "
+         "that which were be have from one all would there their what so up out if about who them then").split()
+
+
+def write_corpus(path: Path, n_bytes: int, seed: int) -> Path:
+    """Sentences of common words: enough structure for a tiny model to learn within a few steps."""
+    rng, parts, size = random.Random(seed), [], 0
+    while size < n_bytes:
+        s = " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 12))).capitalize() + ". "
+        parts.append(s + ("\n" if rng.random() < 0.2 else ""))
+        size += len(parts[-1])
+    path.write_text("".join(parts), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from a second thread, and on a busy 2-core machine two spinning OpenMP
+    threads can make a step 100x slower; subprocesses get OMP_NUM_THREADS=1 (ENV) to match."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, str]:
+    """A ~40 KB corpus prepared with the bytes tokenizer, shared by the tests of this module."""
+    tmp = tmp_path_factory.mktemp("corpus")
+    d = {"data.source": str(write_corpus(tmp / "corpus.txt", 40_000, seed=0)), "data.tokenizer": "bytes",
+         "data.dir": str(tmp / "bytes")}
+    prepare(DataConfig(source=d["data.source"], tokenizer="bytes", dir=d["data.dir"]), progress=False)
+    return d
+
+
+def argv(data: dict[str, str], out: Path, **settings) -> list[str]:
+    """Command-line settings of a tiny run (2 layers, 32 wide, context 32) over ``data``, into ``out``."""
+    s = {**data, "model.n_layer": 2, "model.n_head": 2, "model.n_embd": 32, "model.block_size": 32,
+         "train.batch_size": 4, "train.max_iters": 20, "train.eval_interval": 10, "train.eval_iters": 2,
+         "train.log_interval": 1, "train.checkpoint_interval": 10, "train.warmup_iters": 5,
+         "train.lr_decay_iters": 200, "train.learning_rate": 3e-3, "train.schedule": "cosine", "train.max_seconds": 0, "train.compile": "false",
+         "train.sample_at_end": "false", "train.out_dir": str(out)}
+    s.update({k.replace("__", "."): v for k, v in settings.items()})
+    return [f"--{k}={v}" for k, v in s.items()]
+
+
+def records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def losses(out: Path) -> dict[tuple[int, str], float]:
+    """The loss of every training record and the val loss of every evaluation, by (step, kind)."""
+    return {(r["step"], "train" if "loss" in r else "eval"): r.get("loss", r.get("val_loss")) for r in records(out)}
+
+
+# --------------------------------------------------------------------------- the main path
+
+
+def test_prepare_train_sample_end_to_end(tmp_path, capsys):
+    """A BPE dataset is prepared, a model trained on it, and the run directory is complete and usable."""
+    src = write_corpus(tmp_path / "text.txt", 30_000, seed=1)
+    out = tmp_path / "run"
+    args = argv({"data.source": str(src), "data.tokenizer": "bpe", "data.vocab_size": "300",
+                 "data.dir": str(tmp_path / "ds")}, out, train__max_iters=40, train__eval_interval=20,
+                train__sample_at_end="true", sample__max_new_tokens=40)
+    assert train.main(args) == 0
+    printed = capsys.readouterr().out
+    assert "best val" in printed and "a sample" in printed and len(printed.split("---\n", 1)[1].strip()) > 0
+
+    assert {"ckpt.pt", "best.pt", "metrics.jsonl", "config.toml", "tokenizer.tiktoken"} <= {p.name for p in out.iterdir()}
+    recs = records(out)
+    evals = [r for r in recs if "val_loss" in r]
+    assert [r["step"] for r in evals] == [0, 20, 40]
+    assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 0.5  # it learns
+    ckpt = load_checkpoint(out / "ckpt.pt")
+    assert ckpt["step"] == 40 and ckpt["tokens_seen"] == 40 * 4 * 32
+    assert ckpt["best_val_loss"] == min(r["val_loss"] for r in evals)
+    assert ckpt["tokenizer"]["file"] == "tokenizer.tiktoken" and ckpt["dataset"]["fingerprint"]
+
+    # the saved config is the resolved one; the checkpoint samples with the run directory's own tokenizer
+    saved = Config.from_dict(tomllib.loads((out / "config.toml").read_text()))
+    assert saved.to_dict() == parse_args(args, "train.py", ("data", "model", "train", "sample"), "").to_dict()
+    from tokenizer import load_tokenizer
+    enc = load_tokenizer(ckpt["tokenizer"], out)
+    model = model_from_checkpoint(load_checkpoint(out / "best.pt"))
+    ids = model.generate(torch.tensor([[enc.eot_token]]), 20, temperature=0,
+                         generator=torch.Generator().manual_seed(0))
+    assert ids.shape == (1, 21) and isinstance(enc.decode(ids[0, 1:].tolist()), str)
+
+
+def test_metrics_records(data, tmp_path):
+    """The record fields of CONVENTIONS.md; bits per byte from the dataset's byte counts."""
+    out = tmp_path / "run"
+    train.main(argv(data, out, train__log_interval=5))
+    recs = records(out)
+    train_recs = [r for r in recs if "loss" in r]
+    eval_recs = [r for r in recs if "val_loss" in r]
+    assert [r["step"] for r in train_recs] == [5, 10, 15, 20]
+    assert all(set(r) == {"step", "loss", "lr", "tokens_per_s", "train_seconds", "mfu"} for r in train_recs)
+    assert all(set(r) == {"step", "train_seconds", "val_loss", "val_bpb", "train_loss", "train_bpb", "eval_seconds"}
+               for r in eval_recs)
+    assert train_recs[-1]["train_seconds"] >= train_recs[0]["train_seconds"] > 0
+    assert all(r["tokens_per_s"] > 0 and 0 < r["mfu"] < 1 for r in train_recs)
+    ds = open_dataset(data["data.dir"])
+    for r in eval_recs:
+        assert r["val_bpb"] == pytest.approx(r["val_loss"] / math.log(2) / ds.bytes_per_token("val"))
+    assert train_recs[0]["lr"] == pytest.approx(3e-3 * 5 / 6)  # step index 4 of a 5-step warmup
+
+
+def test_data_windows_are_stateless_and_eval_windows_fixed(data):
+    ds = open_dataset(data["data.dir"])
+    a = train.Batches(ds, 32, 4, eval_iters=3, seed=7, device=torch.device("cpu"))
+    b = train.Batches(ds, 32, 4, eval_iters=3, seed=7, device=torch.device("cpu"))
+    x, y = a.train(5, 1)
+    assert x.shape == y.shape == (4, 32) and x.dtype == torch.int64
+    assert torch.equal(x[:, 1:], y[:, :-1])  # targets are the inputs shifted by one
+    assert torch.equal(x, b.train(5, 1)[0])  # a pure function of (seed, step, micro-batch)
+    assert not torch.equal(x, a.train(5, 2)[0]) and not torch.equal(x, a.train(6, 1)[0])
+    assert torch.equal(a.eval("val", 2)[0], b.eval("val", 2)[0]) and torch.equal(a.eval("val", 2)[0], a.eval("val", 2)[0])
+    assert int(a.eval_offsets["val"].max()) <= len(ds.val) - 33
+
+
+def test_muon_wsd_time_budget(data, tmp_path):
+    """Muon trains; with max_seconds the run stops on time and the wsd schedule ends at min_lr."""
+    out = tmp_path / "run"
+    train.main(argv(data, out, train__optimizer="muon", train__schedule="wsd", train__max_seconds=1.5,
+                    train__max_iters=10**6, train__min_lr=3e-4, train__eval_interval=10**6))
+    recs = [r for r in records(out) if "loss" in r]
+    evals = [r for r in records(out) if "val_loss" in r]
+    assert recs[-1]["train_seconds"] >= 1.5 and recs[-2]["train_seconds"] < 1.5
+    assert recs[-1]["lr"] < 3e-4 * 1.5 and max(r["lr"] for r in recs) == pytest.approx(3e-3)
+    assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 0.5
+
+
+# --------------------------------------------------------------------------- resume
+
+
+def test_resume_after_sigkill_is_bitwise_exact(data, tmp_path):
+    """Kill a run (SIGKILL) once a checkpoint exists; the resumed run's losses equal an uninterrupted run's."""
+    steps = 120
+    ref, out = tmp_path / "ref", tmp_path / "killed"
+    train.main(argv(data, ref, train__max_iters=steps, train__eval_interval=40))
+    cmd = [sys.executable, str(ROOT / "train.py"), *argv(data, out, train__max_iters=steps, train__eval_interval=40)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not (out / "ckpt.pt").exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.005)
+        time.sleep(random.uniform(0.0, 0.1))  # kill at some arbitrary point after the first checkpoint
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    killed_at = load_checkpoint(out / "ckpt.pt")["step"]
+    assert 0 < killed_at < steps
+
+    assert train.main(argv(data, out, train__max_iters=steps, train__eval_interval=40, train__resume="true")) == 0
+    got, want = losses(out), losses(ref)
+    assert list(got) == list(want)  # every step exactly once: the records after the checkpoint were dropped
+    assert got == want  # bitwise
+    assert load_checkpoint(out / "ckpt.pt")["step"] == steps
+
+
+def test_resume_continues_and_extends(data, tmp_path):
+    """A finished run resumed with a larger max_iters continues exactly where a longer run would be."""
+    ref, out = tmp_path / "ref", tmp_path / "run"
+    train.main(argv(data, ref, train__max_iters=20))
+    train.main(argv(data, out, train__max_iters=12))
+    train.main(argv(data, out, train__max_iters=20, train__resume="true"))
+    got, want = losses(out), losses(ref)
+    assert set(got) - set(want) == {(12, "eval")}  # the first run's final evaluation
+    assert all(got[k] == want[k] for k in want)
+    ckpt = load_checkpoint(out / "ckpt.pt")
+    assert ckpt["step"] == 20 and ckpt["train_seconds"] > 0
+
+
+def test_refuses_to_clobber_or_misresume(data, tmp_path):
+    out = tmp_path / "run"
+    train.main(argv(data, out, train__max_iters=10))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(UserError, match=r"--train.resume=true to continue it, --train.overwrite=true"):
+        train.main(argv(data, out, train__max_iters=10))
+    with pytest.raises(UserError, match=r"model settings differ \(model.n_embd: checkpoint 32, now 48\)"):
+        train.main(argv(data, out, model__n_embd=48, train__resume="true"))
+    with pytest.raises(UserError, match="optimizer 'adamw', not 'muon'"):
+        train.main(argv(data, out, train__optimizer="muon", train__resume="true"))
+    other = tmp_path / "other.txt"
+    write_corpus(other, 20_000, seed=5)
+    with pytest.raises(UserError, match="dataset .* differs"):
+        train.main(argv({**data, "data.source": str(other), "data.dir": str(tmp_path / "other")}, out,
+                        train__resume="true"))
+    with pytest.raises(UserError, match="no checkpoint"):
+        train.main(argv(data, tmp_path / "empty", train__resume="true"))
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing was touched
+    train.main(argv(data, out, train__max_iters=5, train__overwrite="true"))
+    assert load_checkpoint(out / "ckpt.pt")["step"] == 5
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(data, tmp_path):
+    out = tmp_path / "run"
+    train.main(argv(data, out, train__max_iters=10))
+    kept = {n: (out / n).read_bytes() for n in ("ckpt.pt", "best.pt")}
+    with pytest.raises(UserError, match="non-finite|loss became (nan|inf)") as e:
+        train.main(argv(data, out, train__max_iters=30, train__learning_rate=1e30, train__resume="true",
+                        train__eval_interval=1000, train__checkpoint_interval=1000))
+    assert "--train.learning_rate" in str(e.value) and "intact" in str(e.value)
+    assert {n: (out / n).read_bytes() for n in kept} == kept
+
+
+# --------------------------------------------------------------------------- distributed
+
+
+def test_ddp_two_processes_match_one(data, tmp_path):
+    """torchrun, 2 CPU processes (gloo), global batch 2 x 4: the same losses as 1 process with 2 micro-batches."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    settings = dict(train__gradient_accumulation_steps=2, train__max_iters=12, train__eval_interval=6,
+                    train__checkpoint_interval=6)
+    train.main(argv(data, one, **settings))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(ROOT / "train.py"), *argv(data, two, **settings)]
+    done = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    a, b = losses(one), losses(two)
+    assert list(a) == list(b)
+    for key in a:
+        assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), key
+    assert load_checkpoint(two / "ckpt.pt")["step"] == 12
+
+
+def test_accumulation_must_divide_over_processes(data, tmp_path):
+    cfg = parse_args(argv(data, tmp_path / "run", train__gradient_accumulation_steps=2), "train.py",
+                     ("data", "model", "train"), "")
+    with pytest.raises(UserError, match="divisible by the number of processes"):
+        train.Trainer(cfg, train.Dist(rank=0, local_rank=0, world_size=3), torch.device("cpu"))
+    assert not (tmp_path / "run").exists()
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_block_size_larger_than_the_data(data, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(UserError, match="block_size"):
+        train.main(argv(data, out, model__block_size=8192, model__n_embd=32))
+    assert not out.exists()
+
+
+def test_missing_dataset(tmp_path):
+    with pytest.raises(UserError, match="not found|does not exist|no such|missing"):
+        train.main(argv({"data.source": str(tmp_path / "nope.txt"), "data.tokenizer": "bytes",
+                         "data.dir": str(tmp_path / "ds")}, tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("arg, message", [
+    ("--train.batch_size=abc", "train.batch_size must be a whole number"),
+    ("--train.learning_rate=-1", "train.learning_rate: must be positive"),
+    ("--train.dtype=float16", "float16 needs a CUDA GPU"),
+    ("--train.device=cuda", "no CUDA GPU"),
+])
+def test_bad_settings_in_process(data, tmp_path, arg, message):
+    if "cuda" in arg and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(UserError, match=message):
+        train.main([*argv(data, tmp_path / "run"), arg])
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_setting_is_one_line_exit_2(tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "train.py"), "--train.max_iter=5",
+                           f"--train.out_dir={tmp_path / 'run'}"], cwd=tmp_path, env=ENV, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: ")
+    assert "train.max_iter" in done.stderr and "did you mean train.max_iters" in done.stderr
+    assert not (tmp_path / "run").exists() and not (tmp_path / "data").exists()
+
+
+# --------------------------------------------------------------------------- hardware and the compile rule
+
+
+def test_hardware_choices():
+    cpu = torch.device("cpu")
+    assert hardware.pick_dtype("auto", cpu) == torch.float32
+    assert hardware.pick_dtype("bfloat16", cpu) == torch.bfloat16
+    assert hardware.peak_flops(cpu, torch.float32) > 1e9  # a measured matmul, cached per process
+    assert hardware.peak_flops(cpu, torch.float32) == hardware.peak_flops(cpu, torch.float32)
+    if not torch.cuda.is_available():
+        assert hardware.pick_device("auto").type in ("cpu", "mps")
+    with pytest.raises(UserError, match="unknown device"):
+        hardware.pick_device("tpu9")
+
+
+def test_compile_auto_rule():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    cfg = Config()
+    cfg.train.max_seconds, cfg.train.max_iters = 0.0, 2000
+    assert train.should_compile(cfg, cuda, 0.01)
+    assert not train.should_compile(cfg, cpu, 0.08)  # nanoGPT's CPU recipe: 160 s, compile would not pay
+    assert train.should_compile(cfg, cpu, 0.5)  # 1000 s of training
+    cfg.train.max_seconds = 60.0
+    assert not train.should_compile(cfg, cpu, 1.0)  # a time budget is the expected time
+    cfg.train.compile = "true"
+    assert train.should_compile(cfg, cpu, 0.0)
+    cfg.train.compile = "false"
+    assert not train.should_compile(cfg, cuda, 1.0)
+
+
+# --------------------------------------------------------------------------- config files
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "config").glob("*.toml")), ids=lambda p: p.name)
+def test_config_files_are_valid(path):
+    cfg = parse_args([str(path)], "train.py", ("data", "model", "train", "sample"), "")
+    assert cfg.model.n_embd % cfg.model.n_head == 0
+
+
+def test_cpu_config_spells_out_the_defaults():
+    cfg = parse_args([str(ROOT / "config" / "cpu.toml")], "train.py", ("data", "model", "train", "sample"), "")
+    assert cfg.to_dict() == Config().to_dict()
+
+
+def test_gpt2_config_is_nanogpts_recipe():
+    cfg = parse_args([str(ROOT / "config" / "gpt2-124m.toml")], "train.py", ("data", "model", "train"), "")
+    m, t = cfg.model, cfg.train
+    assert (m.n_layer, m.n_head, m.n_embd, m.block_size, m.pos_emb, m.tie_embeddings) == (12, 12, 768, 1024, "learned", True)
+    assert t.batch_size * t.gradient_accumulation_steps * m.block_size == 491_520
+    assert (t.dtype, t.compile, cfg.data.tokenizer) == ("bfloat16", "true", "gpt2")
+
+
+def test_help_lists_every_training_setting(capsys):
+    with pytest.raises(SystemExit) as e:
+        train.main(["--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    for key in ("--train.max_seconds=480.0", "--train.optimizer=", "--model.n_layer=4", "--data.tokenizer="):
+        assert key in text
