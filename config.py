@@ -99,7 +99,12 @@ class BenchConfig:
     parts: str = "train,attention,sample,prepare"  # comma-separated parts to run
     repeats: int = 5  # timed repetitions per figure (the median is reported)
     warmup: int = 2  # untimed repetitions before timing
-    train_steps: int = 20  # timed optimizer steps in the training part
+    train_steps: int = 20  # training part: optimizer steps per timed round (GPU: also the GPT-2 steps' minimum)
+    run_steps: int = 2000  # training part: the run length over which compile time is spread (nanoGPT's recipe)
+    gpt2_steps: int = 3  # training part: timed steps of the GPT-2-small MFU figure, after one warm-up; 0 = skip it
+    gpt2_block: int = 0  # training part: GPT-2 small's block size; 0 = 256 on a CPU, 1024 on a GPU
+    gpt2_batch: int = 0  # training part: GPT-2 small's batch size; 0 = 4 on a CPU, 16 on a GPU
+    candidates: bool = True  # training part: also time what train.py does not choose (compile flipped, 1 thread)
     attn_batch: int = 8  # attention part: batch size
     attn_seq: int = 1024  # attention part: sequence length
     attn_embd: int = 768  # attention part: width
@@ -110,6 +115,9 @@ class BenchConfig:
     prepare_mb: float = 20.0  # prepare part: megabytes of text encoded
     json: str = "bench.json"  # where the figures are written as JSON
     device: str = "auto"  # 'auto', 'cpu', 'cuda'
+    threads: int = 0  # CPU threads of torch (torch.set_num_threads); 0 = torch's default, one per core
+    memory: bool = True  # measure peak memory (on a CPU each figure in a fresh process: a few seconds each)
+    slow_seconds: float = 1.0  # a figure whose single run takes longer gets at most 3 timed runs (marked *)
 
 
 SECTIONS: dict[str, type] = {
@@ -126,7 +134,7 @@ HIDDEN = {("model", "vocab_size")}  # set from the dataset, never by the user
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     # the CPU default model (python train.py); GPTConfig's own defaults are GPT-2's
-    model: GPTConfig = field(default_factory=lambda: GPTConfig(n_layer=4, n_head=4, n_embd=256, block_size=256,
+    model: GPTConfig = field(default_factory=lambda: GPTConfig(n_layer=6, n_head=6, n_embd=192, block_size=128,
                                                                pos_emb="rope", activation="relu2"))
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
@@ -200,6 +208,22 @@ def _check(cfg: Config) -> None:
     need(s.top_k >= 0, "sample.top_k", "must be 0 (off) or more")
     need(0 < s.top_p <= 1, "sample.top_p", f"must be in (0, 1], got {s.top_p}")
     need(b.repeats >= 1 and b.warmup >= 0, "bench.repeats", "repeats must be at least 1 and warmup 0 or more")
+    parts = [p.strip() for p in b.parts.split(",") if p.strip()]
+    need(bool(parts) and all(p in ("train", "attention", "sample", "prepare") for p in parts), "bench.parts",
+         f"must be a comma-separated list of train, attention, sample, prepare; got {b.parts!r}")
+    for key in ("attn_sweep", "sample_blocks"):
+        value = getattr(b, key)
+        need(all(v.strip().isdigit() and int(v) > 0 for v in value.split(",") if v.strip()), f"bench.{key}",
+             f"must be comma-separated positive whole numbers, got {value!r}")
+    for key in ("train_steps", "run_steps", "attn_batch", "attn_seq", "attn_embd", "attn_heads"):
+        need(getattr(b, key) >= 1, f"bench.{key}", "must be at least 1")
+    need(b.attn_embd % b.attn_heads == 0, "bench.attn_embd", f"must be divisible by bench.attn_heads ({b.attn_heads})")
+    for key in ("gpt2_steps", "gpt2_block", "gpt2_batch", "threads", "sample_tokens"):
+        need(getattr(b, key) >= 0, f"bench.{key}", "must be 0 or more")
+    need(b.prepare_mb > 0, "bench.prepare_mb", "must be positive")
+    need(b.slow_seconds > 0, "bench.slow_seconds", "must be positive")
+    need(b.device in ("auto", "cpu", "cuda") or b.device.startswith("cuda:"), "bench.device",
+         f"must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {b.device!r}")
 
 
 # --------------------------------------------------------------------------- typed values

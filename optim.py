@@ -92,12 +92,12 @@ class Muon(torch.optim.Optimizer):
                     p.add_(newton_schulz(u), alpha=-lr * max(1.0, p.size(0) / p.size(1)) ** 0.5)
                 else:
                     if not state:
-                        state["step"] = torch.tensor(0.0)
+                        state["step"] = 0  # a plain int: no device sync to read it
                         state["exp_avg"] = torch.zeros_like(p)
                         state["exp_avg_sq"] = torch.zeros_like(p)
                     beta1, beta2 = group["betas"]
                     state["step"] += 1
-                    t = state["step"].item()
+                    t = state["step"]
                     state["exp_avg"].lerp_(p.grad, 1 - beta1)
                     state["exp_avg_sq"].mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
                     denom = (state["exp_avg_sq"] / (1 - beta2 ** t)).sqrt_().add_(group["eps"])

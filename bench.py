@@ -1,0 +1,841 @@
+"""Measure speed side by side: ``python bench.py [CONFIG.toml] [--bench.KEY=VALUE ...]``.
+
+Four parts (``--bench.parts=train,attention,sample,prepare``), each printed as a table as it
+finishes; all figures are also written to ``bench.json``:
+
+* **train**: (a) nanoGPT's CPU recipe shape run two ways in this process: nanoGPT's own loop and
+  what ``train.py`` does for a 2,000-step run of that shape (its optimizer, its compile decision with
+  the compile time spread over the run); (b) the config's model: tokens/s, MFU and peak memory;
+  (c) the GPT-2 small shape: MFU against a 2048³ matmul timed in the same run (on a GPU: against the
+  card's known peak).
+* **attention**: every class of ``tests/reference_attention.py`` that takes (B, T, d), the efficient
+  ``model.CausalSelfAttention`` and its floor (its projections and ``F.scaled_dot_product_attention``
+  alone): forward and forward+backward time and peak memory, and a sweep over T.
+* **sample**: ``GPT.generate`` with the KV cache against full recomputation (nanoGPT's crop and rerun).
+* **prepare**: ``prepare.py``'s encoding against raw tiktoken on the same text, and its peak memory.
+
+How it measures, because these machines are shared and noisy: every figure is the median of
+``bench.repeats`` timed runs after ``bench.warmup`` untimed ones, and figures that are compared are
+timed in rounds that visit each of them in turn (rotating the order), so a change of load hits all
+alike; a comparison is a ratio of figures from the same run.  A figure whose single run takes longer
+than ``bench.slow_seconds`` gets at most 3 timed runs (marked ``*``).  Peak memory: on a GPU,
+``torch.cuda.max_memory_allocated`` above what was allocated before; on a CPU torch's allocations
+are invisible to tracemalloc, so each memory figure runs in a fresh process (spawned, nothing
+inherited) and is that process's peak resident set above its resident set just before the measured
+work (Linux: VmHWM reset through /proc/self/clear_refs; elsewhere ru_maxrss, which can only
+under-report by what setup freed).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import multiprocessing
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+import hardware
+import prepare
+import tokenizer as tok
+import train
+from config import Config, DataConfig, TrainConfig, UserError, parse_args, run_main
+from model import GPT, CausalSelfAttention, GPTConfig
+from optim import build_optimizer
+
+SUMMARY = ("Benchmark training, attention, sampling and data preparation on this machine; "
+           "prints tables and writes bench.json.")
+PARTS = ("train", "attention", "sample", "prepare")
+ROOT = Path(__file__).resolve().parent
+SLOW_REPEATS = 3  # timed runs of a figure whose single run exceeds bench.slow_seconds
+PROBE_N = 2048  # the matmul whose FLOP rate is a CPU's peak for MFU (as nanoGPT's figure in ANCHORS.md)
+MiB = 1 << 20
+
+# nanoGPT's README CPU recipe (char-level Shakespeare): the shape of the (a) comparison
+NANOGPT_SHAPE = dict(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0)
+NANOGPT_TRAIN = dict(batch_size=12, learning_rate=1e-3, min_lr=1e-4, beta2=0.99, weight_decay=0.1, grad_clip=1.0,
+                     max_seconds=0.0, warmup_iters=100, lr_decay_iters=2000, schedule="cosine")
+GPT2_SMALL = dict(vocab_size=50257, n_layer=12, n_head=12, n_embd=768, dropout=0.0)
+GPT2_TRAIN = dict(learning_rate=6e-4, min_lr=6e-5, beta2=0.95, weight_decay=0.1, grad_clip=1.0)
+# ANCHORS.md, measured on another machine of this class on another day: a guide, never a ratio
+ANCHOR_NANOGPT_TOKENS_S = 9800.0
+ANCHOR_SAMPLE = {64: 200.0, 256: 110.0}  # nanoGPT's generate (no KV cache), tokens/s
+MEMORY_NOTE = {False: "peak RSS of a fresh process doing only this (torch, numpy included; nanoGPT's train.py "
+                      "peaked at 362 MiB in ANCHORS.md)",
+               True: "torch.cuda.max_memory_allocated: weights, optimizer state, activations"}
+
+
+# --------------------------------------------------------------------------- timing
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass
+class Timing:
+    """Seconds of the timed runs of one figure, and of its first (warm-up) run."""
+    seconds: list[float] = field(default_factory=list)
+    first: float = 0.0
+    slow: bool = False  # fewer runs than bench.repeats, because one run is slow
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    def to_json(self) -> dict:
+        return {"median_s": self.median, "runs": len(self.seconds), "first_s": self.first, "slow": self.slow}
+
+
+def time_once(fn: Callable[[], Any], device: torch.device) -> float:
+    sync(device)
+    t = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - t
+
+
+def interleave(fns: dict[str, Callable[[], Any]], device: torch.device, repeats: int, warmup: int,
+               slow_seconds: float = math.inf, per_round: int = 1) -> dict[str, Timing]:
+    """Time every fn ``repeats`` rounds of ``per_round`` runs after ``warmup`` untimed runs.
+
+    Each round visits every fn, the order rotating from round to round, so that a change of the
+    machine's load slows all of them alike and their ratios stay fair.  The first run of each fn
+    is timed on its own (``Timing.first``: compile time shows there); with ``warmup`` 0 it counts.
+    """
+    out = {name: Timing() for name in fns}
+    for name, fn in fns.items():
+        t = out[name]
+        t.first = time_once(fn, device)
+        t.slow = t.first > slow_seconds
+        if warmup == 0:
+            t.seconds.append(t.first)
+        for _ in range(0 if t.slow else warmup - 1):
+            fn()
+    names = list(fns)
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            t = out[name]
+            for _ in range(per_round):
+                if not (t.slow and len(t.seconds) >= SLOW_REPEATS):
+                    t.seconds.append(time_once(fns[name], device))
+    return out
+
+
+def matmul_probe(device: torch.device, reps: int = 3) -> tuple[Callable[[], Any], float]:
+    """A fn running ``reps`` PROBE_N³ fp32 matmuls, and the FLOPs it does: the CPU peak MFU is measured against."""
+    n = PROBE_N
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    return (lambda: [a @ b for _ in range(reps)]), 2.0 * n**3 * reps
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def _rss_bytes(field_name: str) -> int | None:
+    """VmRSS / VmHWM of this process from /proc (Linux), in bytes; None elsewhere."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field_name + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _maxrss() -> int:
+    import resource
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r if sys.platform == "darwin" else r * 1024  # bytes on macOS, KiB on Linux
+
+
+def memory_mark(device: torch.device) -> int:
+    """Start measuring peak memory: returns the level the peak is measured from."""
+    if device.type == "cuda":
+        sync(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        return torch.cuda.memory_allocated(device)
+    try:  # Linux: reset the high-water mark to the current resident set
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return _rss_bytes("VmRSS") or _maxrss()
+    except OSError:
+        return _maxrss()
+
+
+def memory_peak(device: torch.device) -> int:
+    if device.type == "cuda":
+        sync(device)
+        return torch.cuda.max_memory_allocated(device)
+    return _rss_bytes("VmHWM") or _maxrss()
+
+
+def release_freed_memory() -> None:
+    """Hand memory that was freed back to the OS (glibc's malloc_trim), so that a measurement after a
+    warm-up run starts from a resident set without free pages it could reuse unseen."""
+    import gc
+    gc.collect()
+    try:
+        import ctypes
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the measurement can only under-report by what was reused
+        pass
+
+
+def _child(fn_name: str, kwargs: dict, threads: int) -> Any:
+    torch.set_num_threads(threads)
+    return globals()[fn_name](**kwargs)
+
+
+def isolated(fn_name: str, on: torch.device, fresh: bool = True, **kwargs) -> Any:
+    """Call this module's ``fn_name(**kwargs)``: for a CPU in a fresh spawned process (so the peak memory it
+    measures is its own), for a GPU or with ``fresh=False`` here (CUDA counts allocations itself)."""
+    if on.type == "cuda" or not fresh:
+        return globals()[fn_name](**kwargs)
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=ctx) as pool:
+        return pool.submit(_child, fn_name, kwargs, torch.get_num_threads()).result()
+
+
+# --------------------------------------------------------------------------- output
+
+
+def table(title: str, header: list[str], rows: list[list[Any]], notes: list[str] = ()) -> str:
+    cells = [header] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    line = lambda r: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+    out = [f"\n== {title}", line(header), "  ".join("-" * w for w in widths)] + [line(r) for r in cells[1:]]
+    return "\n".join(out + [f"  {n}" for n in notes])
+
+
+def ms(t: Timing) -> str:
+    return f"{1e3 * t.median:.1f}{'*' if t.slow else ''}"
+
+
+def mib(n: int | None) -> str:
+    return "-" if n is None else f"{n / MiB:,.0f}"
+
+
+def target_line(what: str, value: float, op: str, goal: float) -> tuple[str, bool]:
+    ok = value >= goal if op == ">=" else value <= goal
+    return f"target {what}: {value:.2f} (want {op} {goal}) {'MET' if ok else 'MISSED'}", ok
+
+
+# --------------------------------------------------------------------------- training
+
+
+def random_tokens(vocab: int, n: int = 1 << 20, seed: int = 0) -> np.ndarray:
+    """A token array standing in for a dataset: speed does not depend on what the tokens are."""
+    return np.random.default_rng(seed).integers(0, vocab, n, dtype=np.int64).astype(np.uint16 if vocab <= 1 << 16
+                                                                                     else np.uint32)
+
+
+class NanoGPTLoop:
+    """nanoGPT's train.py step as it runs on a CPU, on the same model.py GPT (whose GPT-2 configuration is
+    nanoGPT's architecture): eager, AdamW with decay on 2-D weights (foreach; nanoGPT fuses only on
+    CUDA), get_batch from the token array, forward, backward, clip, step, zero_grad."""
+
+    def __init__(self, mcfg: GPTConfig, tcfg: TrainConfig, device: torch.device, data: np.ndarray):
+        torch.manual_seed(tcfg.seed)
+        self.model, self.device, self.data, self.t = GPT(mcfg).to(device), device, data, tcfg
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": tcfg.weight_decay},
+                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+        self.optimizer = torch.optim.AdamW(groups, lr=tcfg.learning_rate, betas=(tcfg.beta1, tcfg.beta2),
+                                           fused=device.type == "cuda")
+        dtype = hardware.pick_dtype(tcfg.dtype, device)
+        self.ctx = hardware.autocast(device, dtype)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+        self.x, self.y = self.get_batch()
+
+    def get_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        T = self.model.config.block_size
+        ix = torch.randint(len(self.data) - T, (self.t.batch_size,))
+        x = torch.stack([torch.from_numpy(self.data[i:i + T].astype(np.int64)) for i in ix])
+        y = torch.stack([torch.from_numpy(self.data[i + 1:i + 1 + T].astype(np.int64)) for i in ix])
+        if self.device.type == "cuda":
+            return x.pin_memory().to(self.device, non_blocking=True), y.pin_memory().to(self.device, non_blocking=True)
+        return x.to(self.device), y.to(self.device)
+
+    def __call__(self) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.t.learning_rate
+        with self.ctx:
+            _, loss = self.model(self.x, self.y)
+        self.x, self.y = self.get_batch()  # prefetch while the device works, as nanoGPT does
+        self.scaler.scale(loss).backward()
+        if self.t.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.t.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.item()
+
+
+class TrainPyStep:
+    """train.py's own training step (``train.Trainer.step``, called on this object) on a model of our
+    choosing, with a token array instead of a prepared dataset and no run directory.  It has the
+    attributes that method reads, built the way ``Trainer.__init__`` builds them: the optimizer of
+    optim.build_optimizer, the dtype and autocast of hardware.py, and the compile decision of
+    train.should_compile for a run of ``tcfg``'s length."""
+
+    def __init__(self, mcfg: GPTConfig, tcfg: TrainConfig, device: torch.device, data: np.ndarray):
+        self.t, self.device, self.d, self.rs = tcfg, device, train.Dist(), train.RunState()
+        dtype = hardware.pick_dtype(tcfg.dtype, device)
+        hardware.setup(device)
+        torch.manual_seed(tcfg.seed)
+        self.model = GPT(mcfg).to(device)
+        self.params = list(self.model.parameters())
+        self.optimizer = build_optimizer(self.model.param_groups(), tcfg, device.type)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+        self.local_accum = tcfg.gradient_accumulation_steps
+        self.tokens_per_step = tcfg.batch_size * mcfg.block_size * tcfg.gradient_accumulation_steps
+        self.flops_per_step = self.tokens_per_step * self.model.flops_per_token()
+        est_step_seconds = self.flops_per_step / (0.5 * hardware.peak_flops(device, dtype))  # as Trainer does
+        self.compile_chosen = train.should_compile(Config(train=tcfg), device, est_step_seconds)
+        self.train_model = torch.compile(self.model) if self.compile_chosen else self.model
+        self.autocast = hardware.autocast(device, dtype)
+        self.batches = train.Batches(SimpleNamespace(train=data, val=data), mcfg.block_size, tcfg.batch_size, 1,
+                                     tcfg.seed, device)
+        self.dtype = dtype
+
+    def __call__(self) -> None:
+        train.Trainer.step(self, 1.0)
+        self.rs.step += 1
+
+
+def with_threads(fn: Callable[[], Any], n: int) -> Callable[[], Any]:
+    def run():
+        before = torch.get_num_threads()
+        torch.set_num_threads(n)
+        try:
+            fn()
+        finally:
+            torch.set_num_threads(before)
+    return run
+
+
+def step_memory(kind: str, mcfg: dict, tcfg: dict, device: str, steps: int = 3) -> dict:
+    """Peak memory of ``steps`` training steps (the first creates the optimizer state), above the level
+    before the model was built; and the process's whole peak (torch included), as nanoGPT's figure is."""
+    dev = torch.device(device)
+    data = random_tokens(mcfg["vocab_size"])
+    mark = memory_mark(dev)
+    step = (NanoGPTLoop if kind == "baseline" else TrainPyStep)(GPTConfig(**mcfg), TrainConfig(**tcfg), dev, data)
+    if kind == "ours" and step.compile_chosen:  # memory is the eager step's: compiling in a fresh process takes long
+        step.train_model = step.model
+    for _ in range(steps):
+        step()
+    peak = memory_peak(dev)
+    return {"peak_bytes": peak - mark, "process_peak_bytes": peak if dev.type != "cuda" else None}
+
+
+def training_figures(mcfg: dict, tcfg: dict, device: str, steps: int, warmup: int, run_steps: int) -> dict:
+    """ms/step, tokens/s and MFU of train.py's step on one model, and its peak memory.  On a CPU the peak
+    is a 2048³ fp32 matmul timed in rounds with the steps; on a GPU the card's known peak (hardware.py)."""
+    dev = torch.device(device)
+    data = random_tokens(mcfg["vocab_size"])
+    mark = memory_mark(dev)
+    step = TrainPyStep(GPTConfig(**mcfg), TrainConfig(**tcfg), dev, data)
+    fns = {"step": step}
+    if dev.type == "cpu":
+        fns["matmul"], probe_flops = matmul_probe(dev)
+    timings = interleave(fns, dev, steps, warmup)
+    peak = memory_peak(dev)
+    t = timings["step"]
+    peak_flops = (probe_flops / timings["matmul"].median if dev.type == "cpu"
+                  else hardware.peak_flops(dev, step.dtype))
+    compile_s = max(0.0, t.first - t.median) if step.compile_chosen else 0.0
+    return {"ms_per_step": 1e3 * t.median, "tokens_per_s": step.tokens_per_step / t.median,
+            "mfu": step.flops_per_step / t.median / peak_flops, "peak_flops": peak_flops,
+            "peak_flops_source": "2048^3 fp32 matmul, same run" if dev.type == "cpu" else "hardware.py table",
+            "compiled": step.compile_chosen, "compile_s": compile_s,
+            "tokens_per_s_amortised": step.tokens_per_step * run_steps / (t.median * run_steps + compile_s),
+            "dtype": str(step.dtype).removeprefix("torch."), "steps": len(t.seconds),
+            "tokens_per_step": step.tokens_per_step, "flops_per_step": step.flops_per_step,
+            "peak_bytes": peak - mark, "process_peak_bytes": peak if dev.type != "cuda" else None}
+
+
+def train_memory(r: dict) -> int:
+    """The memory figure a training table shows: a CPU process's whole peak RSS (torch included, comparable
+    with nanoGPT's figure in ANCHORS.md), or on a GPU the peak allocated by the model, optimizer and step."""
+    return r["process_peak_bytes"] or r["peak_bytes"]
+
+
+def bench_vocab(data: DataConfig) -> int:
+    """The vocabulary the config's dataset would have, without preparing it."""
+    kind = tok.tokenizer_kind(data.tokenizer)
+    return {"bpe": data.vocab_size, "bytes": 257}.get(kind) or 50257
+
+
+def part_train(cfg: Config, device: torch.device, say: Callable[[str], None]) -> dict:
+    b = cfg.bench
+    res: dict[str, Any] = {}
+    # (a) nanoGPT's recipe shape: nanoGPT's loop against train.py's, in rounds
+    mcfg = GPTConfig(**NANOGPT_SHAPE)
+    tcfg = dataclasses.replace(cfg.train, **NANOGPT_TRAIN, max_iters=b.run_steps, gradient_accumulation_steps=1)
+    data = random_tokens(mcfg.vocab_size)
+    runs: dict[str, Callable[[], Any]] = {"baseline": NanoGPTLoop(mcfg, tcfg, device, data),
+                                          "ours": TrainPyStep(mcfg, tcfg, device, data)}
+    ours = runs["ours"]
+    if b.candidates:  # what train.py did not choose, for the record
+        flip = "false" if ours.compile_chosen else "true"
+        runs[f"ours, compile={flip}"] = TrainPyStep(mcfg, dataclasses.replace(tcfg, compile=flip), device, data)
+        if device.type == "cpu" and torch.get_num_threads() > 1:
+            runs["ours, 1 thread"] = with_threads(ours, 1)
+    say(f"train (a): {', '.join(runs)} in rounds of {b.train_steps} steps ...")
+    t = interleave(runs, device, b.repeats, b.warmup, per_round=b.train_steps)
+    tokens = tcfg.batch_size * mcfg.block_size
+    base = t["baseline"].median
+    rows, a = [], {}
+    for name, timing in t.items():
+        compiled = getattr(runs[name], "compile_chosen", False)
+        compile_s = max(0.0, timing.first - timing.median) if compiled else 0.0
+        if name == "ours, 1 thread":  # the same model as "ours": it pays the same compile
+            compiled, compile_s = ours.compile_chosen, a["ours"]["compile_s"]
+        amortised = timing.median + compile_s / b.run_steps
+        a[name] = {**timing.to_json(), "ms_per_step": 1e3 * timing.median, "tokens_per_s": tokens / timing.median,
+                   "compiled": compiled, "compile_s": compile_s, "ms_per_step_amortised": 1e3 * amortised,
+                   "tokens_per_s_amortised": tokens / amortised, "speedup_amortised": base / amortised}
+        rows.append([name, ms(timing), f"{tokens / timing.median:,.0f}", f"{compile_s:.1f}" if compiled else "-",
+                     f"{tokens / amortised:,.0f}", f"{base / amortised:.2f}x"])
+    if b.memory:
+        for name in ("baseline", "ours"):
+            a[name].update(isolated("step_memory", device, kind=name, mcfg=dataclasses.asdict(mcfg),
+                                    tcfg=dataclasses.asdict(tcfg), device=str(device)))
+        rows[0].append(mib(train_memory(a["baseline"])))
+        rows[1].append(mib(train_memory(a["ours"])))
+        for r in rows[2:]:
+            r.append("-")
+    line, ok = target_line(f"train.py vs nanoGPT's loop, tokens/s over a {b.run_steps}-step run",
+                           a["ours"]["speedup_amortised"], ">=", 1.5)
+    a["target_met"] = ok
+    res["nanogpt_shape"] = a
+    say(table(f"train (a): nanoGPT's CPU recipe shape (4x128, block 64, batch 12, vocab 65, fp32) on {device}",
+              ["run", "ms/step", "tokens/s", "compile s", f"tok/s over {b.run_steps}", "vs baseline"]
+              + (["peak MiB"] if b.memory else []), rows,
+              ["baseline = nanoGPT's train.py loop (eager, foreach AdamW) on model.py, whose GPT-2 configuration "
+               "is nanoGPT's architecture", f"ours = train.py's step for a {b.run_steps}-step run: "
+               f"compile={ours.compile_chosen} (train.should_compile), optimizer from optim.build_optimizer; compile time "
+               f"is spread over the {b.run_steps} steps", f"ANCHORS.md: nanoGPT reached {ANCHOR_NANOGPT_TOKENS_S:,.0f} "
+               "tokens/s on another machine of this class (a guide only; ratios above are from this run)",
+               f"medians of {b.repeats} rounds x {b.train_steps} steps; peak MiB: " + MEMORY_NOTE[device.type == "cuda"]
+               + " over 3 eager steps", line]))
+
+    # (b) the config's own model, as train.py would train it
+    mcfg_b = dataclasses.replace(cfg.model, vocab_size=bench_vocab(cfg.data))
+    say(f"train (b): the config's model ({mcfg_b.n_layer}x{mcfg_b.n_embd}, block {mcfg_b.block_size}) ...")
+    fb = isolated("training_figures", device, b.memory, mcfg=dataclasses.asdict(mcfg_b), tcfg=dataclasses.asdict(cfg.train),
+                  device=str(device), steps=b.train_steps, warmup=b.warmup, run_steps=b.run_steps)
+    res["config_model"] = fb
+    rows = [["config model", f"{fb['ms_per_step']:.1f}", f"{fb['tokens_per_s']:,.0f}", f"{fb['mfu']:.2f}",
+             f"{fb['peak_flops'] / 1e9:,.0f}", f"{fb['compile_s']:.1f}" if fb["compiled"] else "-",
+             mib(train_memory(fb))]]
+
+    # (c) GPT-2 small: MFU against the same run's matmul (CPU) or the card's peak (GPU)
+    if b.gpt2_steps > 0:
+        gpu = device.type == "cuda"
+        block = b.gpt2_block or (1024 if gpu else 256)
+        batch = b.gpt2_batch or (16 if gpu else 4)
+        mcfg_c = GPTConfig(**GPT2_SMALL, block_size=block)
+        tcfg_c = dataclasses.replace(cfg.train, **GPT2_TRAIN, batch_size=batch, gradient_accumulation_steps=1)
+        steps = max(b.gpt2_steps, b.train_steps) if gpu else b.gpt2_steps
+        say(f"train (c): GPT-2 small, block {block}, batch {batch}: {steps} steps after 1 warm-up ...")
+        fc = isolated("training_figures", device, b.memory, mcfg=dataclasses.asdict(mcfg_c), tcfg=dataclasses.asdict(tcfg_c),
+                      device=str(device), steps=steps, warmup=1, run_steps=b.run_steps)
+        line, ok = target_line("GPT-2 small MFU", fc["mfu"], ">=", 0.9 if not gpu else 0.45)
+        fc["target_met"] = ok
+        res["gpt2_small"] = fc
+        rows.append([f"GPT-2 small (block {block}, batch {batch})", f"{fc['ms_per_step']:.0f}",
+                     f"{fc['tokens_per_s']:,.0f}", f"{fc['mfu']:.2f}", f"{fc['peak_flops'] / 1e9:,.0f}",
+                     f"{fc['compile_s']:.1f}" if fc["compiled"] else "-", mib(train_memory(fc))])
+    notes = [f"train.py's step ({fb['dtype']}); MFU = model FLOPs (GPT.flops_per_token) per second / peak FLOP/s: "
+             + ("a 2048^3 fp32 matmul timed in rounds with the steps" if device.type == "cpu"
+                else "the card's dense bf16 peak (hardware.py)"),
+             "peak MiB: " + MEMORY_NOTE[device.type == "cuda"]]
+    if "gpt2_small" in res:
+        notes.append(line)
+    say(table("train (b, c): throughput and MFU", ["model", "ms/step", "tokens/s", "MFU", "peak GFLOP/s",
+                                                   "compile s", "peak MiB"], rows, notes))
+    return res
+
+
+# --------------------------------------------------------------------------- attention
+
+
+def reference_attention():
+    """tests/reference_attention.py, the attention lineage, loaded by path (tests/ is not a package)."""
+    import importlib.util
+    path = ROOT / "tests" / "reference_attention.py"
+    if not path.is_file():
+        raise UserError(f"{path} is missing: the attention part compares its classes; run from a full clone")
+    spec = importlib.util.spec_from_file_location("reference_attention", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class ProjectionsAndSDPA(nn.Module):
+    """The floor of any efficient attention, on CausalSelfAttention's own weights: the fused QKV matmul,
+    F.scaled_dot_product_attention(is_causal=True) and the output matmul, with only views in between."""
+
+    def __init__(self, attn: CausalSelfAttention):
+        super().__init__()
+        self.attn = attn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        H = self.attn.n_head
+        q, k, v = self.attn.c_attn(x).view(B, T, 3, H, C // H).transpose(1, 3).unbind(2)  # (B, H, T, hd) each
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, hd)
+        return self.attn.c_proj(y.transpose(1, 2).reshape(B, T, C))
+
+
+# name: what it computes; every class maps (B, T, d) to (B, T, d)
+ATTENTION = {
+    "SimpleSelfAttention": "non-causal, no weights",
+    "SelfAttentionV1": "non-causal, 1 head",
+    "SelfAttentionV2": "non-causal, 1 head",
+    "CausalAttention": "causal, 1 head",
+    "MultiHeadAttentionWrapper": "causal, a loop over heads",
+    "MultiHeadAttention": "causal, batched heads",
+    "CausalSelfAttention": "causal, model.py (efficient)",
+    "projections + SDPA": "causal, the floor",
+}
+
+
+def make_attention(name: str, d: int, heads: int, T: int, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    torch.manual_seed(0)
+    if name in ("CausalSelfAttention", "projections + SDPA"):
+        m = CausalSelfAttention(GPTConfig(vocab_size=1, block_size=T, n_embd=d, n_head=heads, dropout=0.0))
+        m = ProjectionsAndSDPA(m) if name == "projections + SDPA" else m
+    else:
+        ref = reference_attention()
+        m = {"SimpleSelfAttention": lambda: ref.SimpleSelfAttention(),
+             "SelfAttentionV1": lambda: ref.SelfAttentionV1(d, d),
+             "SelfAttentionV2": lambda: ref.SelfAttentionV2(d, d),
+             "CausalAttention": lambda: ref.CausalAttention(d, d, T, 0.0),
+             "MultiHeadAttentionWrapper": lambda: ref.MultiHeadAttentionWrapper(d, d // heads, T, 0.0, heads),
+             "MultiHeadAttention": lambda: ref.MultiHeadAttention(d, d, T, 0.0, heads)}[name]()
+    return m.to(device=device, dtype=dtype).train()
+
+
+def attention_calls(m: nn.Module, B: int, T: int, d: int, device: torch.device, dtype: torch.dtype):
+    """(forward, forward+backward) of m on a fixed input that needs a gradient, as inside a network."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(B, T, d, generator=g).to(device=device, dtype=dtype).requires_grad_()
+    grad = torch.randn(B, T, d, generator=g).to(device=device, dtype=dtype)
+
+    def forward():
+        m(x)
+
+    def forward_backward():
+        m(x).backward(grad)
+        m.zero_grad(set_to_none=True)  # as a training step would, and so a memory mark sees no gradients
+        x.grad = None
+    return forward, forward_backward
+
+
+def attention_memory(name: str, B: int, T: int, d: int, heads: int, device: str, dtype: str) -> int:
+    """Peak memory of one forward+backward above the module, its input and its output gradient, after a
+    first run (which pays torch's one-off allocations: thread pools, BLAS buffers) and a malloc_trim."""
+    dev, dt = torch.device(device), getattr(torch, dtype)
+    m = make_attention(name, d, heads, T, dev, dt)
+    _, fwd_bwd = attention_calls(m, B, T, d, dev, dt)
+    fwd_bwd()
+    release_freed_memory()
+    mark = memory_mark(dev)
+    fwd_bwd()
+    return memory_peak(dev) - mark
+
+
+def part_attention(cfg: Config, device: torch.device, say: Callable[[str], None]) -> dict:
+    b = cfg.bench
+    B, T, d, H = b.attn_batch, b.attn_seq, b.attn_embd, b.attn_heads
+    dtype = hardware.pick_dtype(cfg.train.dtype, device)
+    dname = str(dtype).removeprefix("torch.")
+    sweep = [int(s) for s in b.attn_sweep.split(",") if s]
+    res: dict[str, Any] = {"shape": {"batch": B, "seq": T, "embd": d, "heads": H, "dtype": dname}, "classes": {}}
+    n_mem = len(ATTENTION) * (1 + len(sweep)) if b.memory else 0
+    bar = tqdm(total=len(ATTENTION) * (1 + len(sweep)) + n_mem, desc="attention", unit="figure",
+               file=sys.stderr, leave=False)
+    calls = {}
+    for name in ATTENTION:
+        fwd, fwd_bwd = attention_calls(make_attention(name, d, H, T, device, dtype), B, T, d, device, dtype)
+        calls[f"{name}|fwd"], calls[f"{name}|fwd+bwd"] = fwd, fwd_bwd
+    say(f"attention: {len(ATTENTION)} classes at B={B}, T={T}, d={d}, {H} heads ({dname}) ...")
+    t = interleave(calls, device, b.repeats, b.warmup, b.slow_seconds)
+    bar.update(len(ATTENTION))
+    del calls
+    main = res["classes"]
+    for name in ATTENTION:
+        main[name] = {"what": ATTENTION[name], "fwd": t[f"{name}|fwd"].to_json(),
+                      "fwd_bwd": t[f"{name}|fwd+bwd"].to_json()}
+        if b.memory:
+            main[name]["fwd_bwd_peak_bytes"] = isolated("attention_memory", device, name=name, B=B, T=T, d=d,
+                                                        heads=H, device=str(device), dtype=dname)
+            bar.update(1)
+    mha, eff, floor = (t[f"{n}|fwd+bwd"].median for n in ("MultiHeadAttention", "CausalSelfAttention",
+                                                          "projections + SDPA"))
+    rows = [[name, ATTENTION[name], ms(t[f"{name}|fwd"]), ms(t[f"{name}|fwd+bwd"]),
+             mib(main[name].get("fwd_bwd_peak_bytes")), f"{t[f'{name}|fwd+bwd'].median / eff:.2f}"]
+            for name in ATTENTION]
+    targets = [target_line("MultiHeadAttention / CausalSelfAttention, fwd+bwd time", mha / eff, ">=", 2.5),
+               target_line("CausalSelfAttention / (projections + SDPA), fwd+bwd time", eff / floor, "<=", 1.10)]
+
+    # the sweep: batch 1, time and memory as T grows
+    sweep_res: dict[str, dict[int, dict]] = {name: {} for name in ATTENTION}
+    for T_s in sweep:
+        calls = {name: attention_calls(make_attention(name, d, H, T_s, device, dtype), 1, T_s, d, device, dtype)[1]
+                 for name in ATTENTION}
+        ts = interleave(calls, device, b.repeats, b.warmup, b.slow_seconds)
+        del calls
+        bar.update(len(ATTENTION))
+        for name in ATTENTION:
+            sweep_res[name][T_s] = {"fwd_bwd": ts[name].to_json()}
+            if b.memory:
+                sweep_res[name][T_s]["fwd_bwd_peak_bytes"] = isolated(
+                    "attention_memory", device, name=name, B=1, T=T_s, d=d, heads=H, device=str(device), dtype=dname)
+                bar.update(1)
+            sweep_res[name][T_s]["_t"] = ts[name]
+    bar.close()
+    if b.memory and sweep:
+        T_max = max(sweep)
+        ratio = (sweep_res["CausalSelfAttention"][T_max]["fwd_bwd_peak_bytes"]
+                 / max(1, sweep_res["MultiHeadAttention"][T_max]["fwd_bwd_peak_bytes"]))
+        targets.append(target_line(f"peak memory CausalSelfAttention / MultiHeadAttention at T={T_max}, batch 1",
+                                   ratio, "<=", 0.2))
+    res["targets"] = {line: ok for line, ok in targets}
+    say(table(f"attention at B={B}, T={T}, d={d}, {H} heads, {dname}, {device}",
+              ["class", "computes", "fwd ms", "fwd+bwd ms", "fwd+bwd peak MiB", "time / efficient"], rows,
+              ["forward with autograd recording, as in training; fwd+bwd includes the input's gradient",
+               "peak MiB: above the module, its input and the output gradient"
+               + (", each in a fresh process" if device.type == "cpu" else ""),
+               f"* = slow figure: at most {SLOW_REPEATS} timed runs"] + [line for line, _ in targets]))
+    if sweep:
+        rows = [[name] + [f"{ms(sweep_res[name][T_s].pop('_t'))} / {mib(sweep_res[name][T_s].get('fwd_bwd_peak_bytes'))}"
+                          for T_s in sweep] for name in ATTENTION]
+        say(table(f"attention sweep, batch 1: fwd+bwd ms / peak MiB", ["class"] + [f"T={T_s}" for T_s in sweep],
+                  rows))
+    res["sweep"] = sweep_res
+    return res
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def part_sample(cfg: Config, device: torch.device, say: Callable[[str], None]) -> dict:
+    b = cfg.bench
+    n = b.sample_tokens
+    blocks = [int(s) for s in b.sample_blocks.split(",") if s]
+    dtype = hardware.pick_dtype(cfg.train.dtype, device)
+    res, rows = {}, []
+    for L in blocks:
+        torch.manual_seed(0)
+        mcfg = dataclasses.replace(cfg.model, vocab_size=bench_vocab(cfg.data), block_size=L, dropout=0.0)
+        model = GPT(mcfg).to(device).eval()
+        prompt = torch.zeros(1, 1, dtype=torch.long, device=device)  # one token, as sample.py's "\n"
+        n_in = min(n, L - 1)  # new tokens that fit inside the window: the cache's own regime
+        outputs: dict[str, torch.Tensor] = {}
+
+        def gen(tokens: int, cache: bool, key: str) -> Callable[[], None]:
+            def run():
+                with hardware.autocast(device, dtype):
+                    outputs[key] = model.generate(prompt, tokens, temperature=0.0, use_cache=cache)
+            return run
+        say(f"sample: block {L}, {n} new tokens ...")
+        t = interleave({"cache": gen(n, True, "cache"), "recompute": gen(n, False, "recompute"),
+                        "cache, in-window": gen(n_in, True, "cache_in"),
+                        "recompute, in-window": gen(n_in, False, "recompute_in")},
+                       device, b.repeats, b.warmup, b.slow_seconds)
+        same = torch.equal(outputs["cache"], outputs["recompute"]) and torch.equal(outputs["cache_in"],
+                                                                                    outputs["recompute_in"])
+        r = {k: {**v.to_json(), "tokens_per_s": (n if "window" not in k else n_in) / v.median} for k, v in t.items()}
+        r.update(overall_speedup=t["recompute"].median / t["cache"].median, identical=same, new_tokens=n,
+                 in_window_tokens=n_in,
+                 in_window_speedup=t["recompute, in-window"].median / t["cache, in-window"].median)
+        res[L] = r
+        rows.append([L, f"{r['recompute']['tokens_per_s']:,.0f}", f"{r['cache']['tokens_per_s']:,.0f}",
+                     f"{r['overall_speedup']:.2f}x", n_in, f"{r['recompute, in-window']['tokens_per_s']:,.0f}",
+                     f"{r['cache, in-window']['tokens_per_s']:,.0f}", f"{r['in_window_speedup']:.2f}x",
+                     "yes" if same else "NO", f"{ANCHOR_SAMPLE[L]:.0f}" if L in ANCHOR_SAMPLE else "-"])
+    m = cfg.model
+    notes = [f"model: the config's ({m.n_layer}x{m.n_embd}, {m.pos_emb} positions), vocab {bench_vocab(cfg.data)}, "
+             f"untrained, greedy, a 1-token prompt, {dtype}",
+             "recompute = use_cache=False: nanoGPT's crop-and-rerun of the whole window for every token",
+             "past block_size the exact nanoGPT semantics (positions restart with the sliding window) force a window "
+             "recompute per token with or without a cache (GPT.generate_stream), which caps the overall ratio",
+             "nanoGPT tok/s: ANCHORS.md, its own model on another machine (a guide only)"]
+    if 256 in res:
+        line, ok = target_line(f"KV cache / recompute at block 256, {n} tokens", res[256]["overall_speedup"], ">=", 5)
+        line_in, ok_in = target_line(f"the same, the {res[256]['in_window_tokens']} in-window tokens",
+                                     res[256]["in_window_speedup"], ">=", 5)
+        res["targets"] = {line: ok, line_in: ok_in}
+        notes += [line, line_in]
+    say(table(f"sampling ({device})", ["block", "recompute tok/s", "cache tok/s", "ratio", "in-window tokens",
+                                       "recompute tok/s", "cache tok/s", "ratio", "identical", "nanoGPT tok/s"],
+              rows, notes))
+    return {str(k): v for k, v in res.items()}
+
+
+# --------------------------------------------------------------------------- preparation
+
+
+def stdlib_text(n_bytes: int) -> str:
+    """About ``n_bytes`` of the Python standard library's sources (the default corpus), whole files."""
+    parts, size = [], 0
+    for path in prepare.stdlib_files():
+        if size >= n_bytes:
+            break
+        text = path.read_text(encoding="utf-8", errors="replace")
+        parts.append(text)
+        size += len(text.encode("utf-8"))
+    return "\n".join(parts)
+
+
+def bench_tokenizer(data: DataConfig, text_path: Path, directory: Path) -> tuple[Any, dict]:
+    """The config's tokenizer, built by prepare.py's own code on (a 2 MB sample of) the text: (encoding, spec)."""
+    kind = tok.tokenizer_kind(data.tokenizer)
+    size = text_path.stat().st_size
+    corpus = prepare.Corpus([text_path], [size])
+    cfg = dataclasses.replace(data, bpe_train_bytes=min(data.bpe_train_bytes, 2_000_000))
+    spec = prepare.build_tokenizer(kind, cfg, corpus, [(0, 0, size)], directory, progress=False)
+    return tok.load_tokenizer(spec, directory), spec
+
+
+def prepare_memory(source: str, tokenizer: str, directory: str, threads: int) -> dict:
+    """Peak memory and time of a whole prepare.py run (split, encode, write) in this process."""
+    cfg = DataConfig(source=source, tokenizer=tokenizer, dir=directory, force=True, threads=threads)
+    mark = memory_mark(torch.device("cpu"))
+    t = time.perf_counter()
+    prepare.prepare(cfg, progress=False)
+    seconds = time.perf_counter() - t
+    return {"peak_bytes": memory_peak(torch.device("cpu")) - mark, "seconds": seconds}
+
+
+def part_prepare(cfg: Config, device: torch.device, say: Callable[[str], None]) -> dict:
+    b = cfg.bench
+    threads = cfg.data.threads or prepare.default_threads()
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        text = stdlib_text(int(b.prepare_mb * 1e6))
+        path = d / "text.txt"
+        path.write_text(text, encoding="utf-8")
+        enc, spec = bench_tokenizer(cfg.data, path, d)
+        say(f"prepare: {path.stat().st_size / 1e6:.1f} MB of stdlib text, tokenizer {spec['name']}, "
+            f"{threads} threads ...")
+        runs = []
+        for i in range(b.warmup + b.repeats):  # encode_throughput times its three ways interleaved
+            r = prepare.encode_throughput(path, enc, threads=threads, repeats=1)
+            if i >= b.warmup:
+                runs.append(r)
+        med = {k: statistics.median(r[k] for r in runs)
+               for k in ("prepare_mb_s", "tiktoken_batch_mb_s", "tiktoken_single_mb_s", "ratio")}
+        res = {"mb": runs[0]["mb"], "tokens": runs[0]["tokens"], "threads": threads, "tokenizer": spec["name"],
+               "runs": len(runs), **med}
+        rows = [["prepare.py encoding (streamed from file to .bin)", f"{med['prepare_mb_s']:.1f}", "1.00"],
+                [f"tiktoken encode_ordinary_batch, {threads} threads (in memory)",
+                 f"{med['tiktoken_batch_mb_s']:.1f}", f"{med['tiktoken_batch_mb_s'] / med['prepare_mb_s']:.2f}"],
+                ["tiktoken encode_ordinary, 1 thread (in memory)", f"{med['tiktoken_single_mb_s']:.1f}",
+                 f"{med['tiktoken_single_mb_s'] / med['prepare_mb_s']:.2f}"]]
+        targets = [target_line("prepare.py / raw tiktoken (batch) throughput", med["ratio"], ">=", 0.8)]
+        notes = []
+        if b.memory:  # a whole prepare run, on a quarter of the text and on all of it: memory must not grow
+            tokenizer = str(d / spec["file"]) if spec.get("file") else spec["name"] if spec["kind"] != "bytes" \
+                else "bytes"
+            quarter = d / "quarter.txt"
+            quarter.write_text(text[:len(text) // 4], encoding="utf-8")
+            mem = {}
+            for label, src in (("quarter", quarter), ("full", path)):
+                mem[label] = isolated("prepare_memory", torch.device("cpu"), source=str(src), tokenizer=tokenizer,
+                                      directory=str(d / f"ds-{label}"), threads=threads)
+            res["memory"] = mem
+            notes.append(f"a whole prepare.py run in a fresh process: peak {mib(mem['full']['peak_bytes'])} MiB on "
+                         f"{b.prepare_mb:g} MB, {mib(mem['quarter']['peak_bytes'])} MiB on a quarter of it "
+                         f"({mem['full']['seconds']:.1f} s and {mem['quarter']['seconds']:.1f} s)")
+            targets.append(target_line("prepare peak memory, full / quarter of the text (bounded: ~1)",
+                                       mem["full"]["peak_bytes"] / max(1, mem["quarter"]["peak_bytes"]), "<=", 1.5))
+        res["targets"] = {line: ok for line, ok in targets}
+        say(table(f"prepare: {res['mb']:.1f} MB of Python stdlib text, tokenizer {spec['name']}",
+                  ["encoder", "MB/s", "vs prepare.py"], rows,
+                  [f"medians of {len(runs)} runs, the three encoders interleaved (prepare.encode_throughput)"]
+                  + notes + [line for line, _ in targets]))
+    return res
+
+
+# --------------------------------------------------------------------------- main
+
+
+def machine(device: torch.device) -> dict:
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), cpu)
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": prepare.default_threads(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version(), "device": str(device),
+            "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def say_line(text: str) -> None:
+    tqdm.write(text, file=sys.stdout)  # keeps a progress bar on stderr intact
+
+
+def run(cfg: Config, say: Callable[[str], None] = say_line) -> dict:
+    b = cfg.bench
+    parts = [p.strip() for p in b.parts.split(",") if p.strip()]
+    device = hardware.pick_device(b.device)
+    if b.threads:
+        torch.set_num_threads(b.threads)
+    results: dict[str, Any] = {"machine": machine(device), "settings": cfg.to_dict()["bench"]}
+    m = results["machine"]
+    load = f", load average {m['load_average'][0]:.1f}" if m["load_average"] else ""
+    say(f"bench on {m.get('gpu', m['cpu'])} ({m['cores']} cores, {m['torch_threads']} torch threads), "
+        f"torch {m['torch']}{load}")
+    if m["load_average"] and m["load_average"][0] > 0.5 * m["cores"]:
+        say("warning: other processes are using this machine: absolute figures will be low and noisy; "
+            "the ratios (measured in rounds) are what to read")
+    part_fns = {"train": part_train, "attention": part_attention, "sample": part_sample, "prepare": part_prepare}
+    for name in parts:
+        t = time.perf_counter()
+        results[name] = part_fns[name](cfg, device, say)
+        results[name]["seconds"] = time.perf_counter() - t
+    results["machine"]["load_average_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
+    out = Path(b.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(results, indent=1, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, out)
+    say(f"\nwrote {out}")
+    return results
+
+
+def main(argv: list[str]) -> int:
+    cfg = parse_args(argv, "bench.py", ("bench", "model", "train", "data"), SUMMARY)
+    run(cfg)
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

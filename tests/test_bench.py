@@ -1,0 +1,80 @@
+"""bench.py: every part runs end to end at tiny sizes, its figures are sane, and its measuring tools
+(interleaved timing, peak memory in a fresh process) behave.  Benchmarks themselves are not tests."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import bench
+from config import UserError, parse_args
+
+TINY = ["--bench.repeats=1", "--bench.warmup=1", "--bench.train_steps=1", "--bench.gpt2_steps=0",
+        "--bench.candidates=false", "--bench.memory=false",
+        "--bench.attn_batch=2", "--bench.attn_seq=16", "--bench.attn_embd=16", "--bench.attn_heads=2",
+        "--bench.attn_sweep=8,16", "--bench.sample_tokens=12", "--bench.sample_blocks=8",
+        "--bench.prepare_mb=0.03", "--data.vocab_size=300",
+        "--model.n_layer=1", "--model.n_head=2", "--model.n_embd=16", "--model.block_size=16",
+        "--train.batch_size=2"]
+
+
+def test_every_part_runs_and_writes_json(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "PROBE_N", 256)  # the MFU probe's matmul: its size is not under test
+    monkeypatch.setattr(bench.hardware, "peak_flops", lambda device, dtype: 1e11)
+    cfg = parse_args(TINY + [f"--bench.json={tmp_path / 'b.json'}"], "bench.py", ("bench", "model", "train", "data"), "")
+    printed = []
+    res = bench.run(cfg, say=printed.append)
+    on_disk = json.loads((tmp_path / "b.json").read_text())
+    assert set(on_disk) >= {"machine", "settings", "train", "attention", "sample", "prepare"}
+    a = res["train"]["nanogpt_shape"]
+    assert a["baseline"]["tokens_per_s"] > 0 and a["ours"]["tokens_per_s"] > 0
+    assert a["ours"]["compiled"] is False  # a 2,000-step run of a tiny model never pays a CPU compile back
+    assert res["train"]["config_model"]["mfu"] > 0
+    assert set(res["attention"]["classes"]) == set(bench.ATTENTION)
+    assert res["sample"]["8"]["identical"] is True  # the KV cache changes no greedy token
+    assert res["prepare"]["tokens"] > 0 and res["prepare"]["ratio"] > 0
+    text = "\n".join(printed)
+    for title in ("train (a)", "attention at B=2", "attention sweep", "sampling", "prepare:"):
+        assert title in text
+
+
+def test_interleave_times_every_fn_and_bounds_slow_ones():
+    calls = {"fast": 0, "slow": 0}
+
+    def fast():
+        calls["fast"] += 1
+
+    def slow():
+        calls["slow"] += 1
+        torch.ones(1)  # something to time
+
+    t = bench.interleave({"fast": fast, "slow": slow}, torch.device("cpu"), repeats=5, warmup=2,
+                         slow_seconds=1.0)
+    assert len(t["fast"].seconds) == 5 and calls["fast"] == 2 + 5  # warm-ups are not timed
+    t = bench.interleave({"slow": slow}, torch.device("cpu"), repeats=5, warmup=0, slow_seconds=1e-12)
+    assert t["slow"].slow and len(t["slow"].seconds) == bench.SLOW_REPEATS  # warmup 0: the first run counts
+
+
+def test_attention_floor_equals_the_efficient_class():
+    m = bench.make_attention("CausalSelfAttention", 32, 4, 16, torch.device("cpu"), torch.float32)
+    floor = bench.ProjectionsAndSDPA(m)
+    x = torch.randn(2, 16, 32)
+    torch.testing.assert_close(floor(x), m(x))
+
+
+def test_peak_memory_in_a_fresh_process_grows_with_materialised_scores():
+    """The T x T score matrices of MultiHeadAttention cost memory that SDPA's causal kernel does not."""
+    kw = dict(B=1, T=1024, d=32, heads=8, device="cpu", dtype="float32")
+    mha = bench.isolated("attention_memory", torch.device("cpu"), name="MultiHeadAttention", **kw)
+    eff = bench.isolated("attention_memory", torch.device("cpu"), name="CausalSelfAttention", **kw)
+    scores = 8 * 1024 * 1024 * 4  # one (heads, T, T) float32 tensor: 32 MiB
+    assert mha > 2 * scores  # scores, weights, and their gradients
+    assert eff < mha / 4
+
+
+@pytest.mark.parametrize("arg", ["--bench.parts=train,speed", "--bench.attn_sweep=1,x", "--bench.attn_heads=5",
+                                 "--bench.gpt2_steps=-1"])
+def test_bad_settings_are_user_errors(arg):
+    with pytest.raises(UserError, match=arg.split("=")[0][2:]):
+        parse_args([arg], "bench.py", ("bench", "model", "train", "data"), "")
