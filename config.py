@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import json
 import os
 import sys
 import textwrap
@@ -120,12 +121,24 @@ class BenchConfig:
     slow_seconds: float = 1.0  # a figure whose single run takes longer gets at most 3 timed runs (marked *)
 
 
+@dataclass
+class RaceConfig:
+    budgets: str = "60"  # comma-separated budgets of training time in seconds, one run per variant each
+    seeds: int = 3  # runs per variant and budget (medians are reported)
+    variants: str = "all"  # comma-separated variant names, or 'all' (see race.py)
+    target_bpb: float = 2.205  # report when val bits per byte first reached this (nanoGPT's CPU recipe, 175 s)
+    eval_interval: int = 25  # steps between evaluations (evaluation time is not counted as training time)
+    out_dir: str = "out-race"  # where the runs are written
+    json: str = "race.json"  # where the figures are written
+
+
 SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "model": GPTConfig,
     "train": TrainConfig,
     "sample": SampleConfig,
     "bench": BenchConfig,
+    "race": RaceConfig,
 }
 HIDDEN = {("model", "vocab_size")}  # set from the dataset, never by the user
 
@@ -139,6 +152,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
+    race: RaceConfig = field(default_factory=RaceConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return {name: {k: v for k, v in dataclasses.asdict(getattr(self, name)).items() if (name, k) not in HIDDEN}
@@ -207,6 +221,12 @@ def _check(cfg: Config) -> None:
     need(s.temperature >= 0, "sample.temperature", f"must be 0 (greedy) or more, got {s.temperature}")
     need(s.top_k >= 0, "sample.top_k", "must be 0 (off) or more")
     need(0 < s.top_p <= 1, "sample.top_p", f"must be in (0, 1], got {s.top_p}")
+    need(cfg.race.seeds >= 1 and cfg.race.eval_interval >= 1, "race.seeds", "seeds and eval_interval must be at least 1")
+    try:
+        ok = all(float(x) > 0 for x in cfg.race.budgets.split(",") if x.strip())
+    except ValueError:
+        ok = False
+    need(ok, "race.budgets", f"must be comma-separated positive numbers of seconds, got {cfg.race.budgets!r}")
     need(b.repeats >= 1 and b.warmup >= 0, "bench.repeats", "repeats must be at least 1 and warmup 0 or more")
     parts = [p.strip() for p in b.parts.split(",") if p.strip()]
     need(bool(parts) and all(p in ("train", "attention", "sample", "prepare") for p in parts), "bench.parts",
@@ -329,7 +349,7 @@ def help_text(prog: str, sections: tuple[str, ...], summary: str) -> str:
             tp = types_[f.name]
             tname = getattr(tp, "__name__", str(tp)) if not typing.get_args(tp) else str(tp)
             default = getattr(getattr(defaults, name), f.name)
-            out.append(f"  --{name}.{f.name}={default!r}  ({tname})")
+            out.append(f"  --{name}.{f.name}={toml_value(default)}  ({tname})")
             out.append(f"      {docs.get(f.name, '')}")
     return "\n".join(out)
 
@@ -357,10 +377,12 @@ def parse_args(argv: list[str], prog: str, sections: tuple[str, ...], summary: s
     ``flags`` are bare switches a script accepts as shorthands, e.g. ``--force`` for ``--data.force=true``
     is passed as ``("force:data.force",)``.
     """
+    shorthand = dict(f.split(":", 1) for f in flags)
     if any(a in ("-h", "--help") for a in argv):
         print(help_text(prog, sections, summary))
+        for flag, key in shorthand.items():
+            print(f"\n  --{flag}  is short for --{key}=true")
         raise SystemExit(0)
-    shorthand = dict(f.split(":", 1) for f in flags)
     cfg_file, overrides = None, []
     for a in argv:
         if a.startswith("--"):
@@ -385,20 +407,23 @@ def parse_args(argv: list[str], prog: str, sections: tuple[str, ...], summary: s
     return cfg
 
 
+def toml_value(v: Any) -> str:
+    """One value in TOML's spelling."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    return json.dumps(str(v), ensure_ascii=False)  # JSON's string escapes are valid TOML
+
+
 def to_toml(cfg: Config) -> str:
     """The resolved config as TOML text, saved beside every run."""
-    def fmt(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, (int, float)):
-            return repr(v)
-        if isinstance(v, list):
-            return "[" + ", ".join(fmt(x) for x in v) + "]"
-        return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t") + '"'
     out = []
     for name, values in cfg.to_dict().items():
         out.append(f"[{name}]")
-        out += [f"{k} = {fmt(v)}" for k, v in values.items()]
+        out += [f"{k} = {toml_value(v)}" for k, v in values.items()]
         out.append("")
     return "\n".join(out)
 

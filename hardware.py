@@ -26,8 +26,9 @@ GPU_PEAKS = [
 ]
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    """'auto' -> cuda, then mps, then cpu; otherwise the named device, checked to exist."""
+def pick_device(name: str = "auto", key: str = "train.device") -> torch.device:
+    """'auto' -> cuda, then mps, then cpu; otherwise the named device, checked to exist.
+    ``key`` is the setting the user wrote it in, named in the error messages."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -37,15 +38,15 @@ def pick_device(name: str = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise UserError(f"--train.device: unknown device {name!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
+        raise UserError(f"--{key}: unknown device {name!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--train.device={name}: no CUDA GPU is available here; use --train.device=auto or cpu")
+        raise UserError(f"--{key}={name}: no CUDA GPU is available here; use --{key}=auto or cpu")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise UserError(f"--train.device={name}: only {torch.cuda.device_count()} CUDA device(s) here")
+        raise UserError(f"--{key}={name}: only {torch.cuda.device_count()} CUDA device(s) here")
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise UserError(f"--train.device={name}: MPS is not available here; use --train.device=auto or cpu")
+        raise UserError(f"--{key}={name}: MPS is not available here; use --{key}=auto or cpu")
     if device.type not in ("cpu", "cuda", "mps"):
-        raise UserError(f"--train.device={name}: only cpu, cuda and mps are supported")
+        raise UserError(f"--{key}={name}: only cpu, cuda and mps are supported")
     return device
 
 

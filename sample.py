@@ -108,20 +108,12 @@ def stream_samples(columns: Iterable[torch.Tensor], enc: tiktoken.Encoding, num_
     return ["".join(p) for p in pieces]
 
 
-def pick_device(name: str) -> torch.device:
-    """hardware.pick_device, its messages naming this script's setting."""
-    try:
-        return hardware.pick_device(name)
-    except UserError as e:
-        raise UserError(str(e).replace("--train.device", "--sample.device")) from None
-
-
 def sample(cfg: Config, out: TextIO) -> list[str]:
     """Generate ``cfg.sample.num_samples`` samples, streaming the first to ``out``; returns the full texts."""
     s = cfg.sample
     path = find_checkpoint(s.checkpoint or cfg.train.out_dir)
     text = read_prompt(s.prompt)  # every check before the slow part
-    device = pick_device(s.device)
+    device = hardware.pick_device(s.device, key="sample.device")
     dtype = hardware.pick_dtype(cfg.train.dtype, device)  # sample in the precision the run trained in
     ckpt = load_checkpoint(path)
     step, best = ckpt.get("step"), ckpt.get("best_val_loss")

@@ -15,15 +15,6 @@ from reference_attention import (AttnDecoderRNN, BahdanauAttention, CausalAttent
 B, T, D_IN, D_OUT, HEADS = 2, 7, 12, 8, 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads, and on a shared 2-core machine threads contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -1,0 +1,123 @@
+"""The CPU race: how good a model does each option buy in a fixed budget of training time?
+
+``python race.py [CONFIG.toml] [--race.KEY=VALUE ...]`` trains the config's recipe and one variant
+per option, each differing from the recipe in that option alone, for each time budget in
+``race.budgets`` and each of ``race.seeds`` seeds, then prints the median val bits per byte of each
+(variant, budget) and the training time at which the recipe first reached ``race.target_bpb``.
+
+Each run is ``train.py`` in a subprocess with ``--train.max_seconds`` set, so the schedule ends with
+the budget; ``train_seconds`` excludes evaluation and checkpoints, and preparing the corpus happens
+once up front and is reported apart.  Example (the README's ablation table):
+
+    python race.py config/text-cpu.toml --data.source=../shared/data/pride-and-prejudice.txt \\
+        --race.budgets=60 --race.seeds=3
+
+Runs are sequential (a race on a shared CPU would time the neighbour), so a full table takes
+variants x budgets x seeds x (budget + ~15 s).
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from config import Config, UserError, parse_args, run_main, toml_value
+from prepare import dataset_dir, prepare
+
+SUMMARY = "Ablate the model and optimizer options in fixed budgets of training time (val bits per byte)."
+ROOT = Path(__file__).resolve().parent
+
+
+def variants(cfg: Config) -> dict[str, dict[str, object]]:
+    """Each option flipped against the recipe: name -> the settings that differ from ``cfg``."""
+    m, t = cfg.model, cfg.train
+    other_opt = ({"train.optimizer": "adamw", "train.learning_rate": 3e-3, "train.min_lr": 3e-4}
+                 if t.optimizer == "muon" else {"train.optimizer": "muon"})
+    return {
+        "recipe": {},
+        "optimizer": other_opt,
+        "schedule": {"train.schedule": "cosine" if t.schedule == "wsd" else "wsd"},
+        "pos_emb": {"model.pos_emb": "learned" if m.pos_emb == "rope" else "rope"},
+        "activation=gelu": {"model.activation": "gelu"} if m.activation != "gelu" else {"model.activation": "relu2"},
+        "activation=swiglu": {"model.activation": "swiglu"} if m.activation != "swiglu" else {"model.activation": "relu2"},
+        "norm": {"model.norm": "layernorm" if m.norm == "rmsnorm" else "rmsnorm"},
+        "qk_norm": {"model.qk_norm": not m.qk_norm},
+        "n_kv_head": {"model.n_kv_head": 0 if m.n_kv_head else max(1, m.n_head // 2)},
+        "tie_embeddings": {"model.tie_embeddings": not m.tie_embeddings},
+        "logit_softcap": {"model.logit_softcap": 0.0 if m.logit_softcap else 30.0},
+        "zero_init_proj": {"model.zero_init_proj": not m.zero_init_proj},
+        "dropout": {"model.dropout": 0.0 if m.dropout else 0.1},
+        "tokenizer=bytes": {"data.tokenizer": "bytes", "data.dir": ""},
+    }
+
+
+def overrides(settings: dict[str, object]) -> list[str]:
+    return [f"--{k}={toml_value(v).strip(chr(34))}" for k, v in settings.items()]
+
+
+def read_run(run_dir: Path, target: float) -> dict[str, float | None]:
+    evals = [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "val_bpb" in r]
+    trains = [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "tokens_per_s" in r]
+    hit = next((r["train_seconds"] for r in evals if r["val_bpb"] <= target), None)
+    return {"val_bpb": evals[-1]["val_bpb"], "best_val_bpb": min(r["val_bpb"] for r in evals),
+            "train_bpb": evals[-1].get("train_bpb"), "steps": evals[-1]["step"],
+            "train_seconds": evals[-1]["train_seconds"], "seconds_to_target": hit,
+            "tokens_per_s": statistics.median(r["tokens_per_s"] for r in trains) if trains else None}
+
+
+def median_or_none(xs: list) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def main(argv: list[str]) -> int:
+    cfg = parse_args(argv, "race.py", ("race", "data", "model", "train"), SUMMARY)
+    r = cfg.race
+    config_file = next((a for a in argv if not a.startswith("--")), None)
+    passed = [a for a in argv if a.startswith("--") and not a.startswith("--race.")]
+    table = variants(cfg)
+    chosen = list(table) if r.variants == "all" else [v.strip() for v in r.variants.split(",") if v.strip()]
+    unknown = [v for v in chosen if v not in table]
+    if unknown:
+        raise UserError(f"--race.variants: unknown {', '.join(unknown)}; choose from {', '.join(table)}")
+    budgets = [float(b) for b in r.budgets.split(",") if b.strip()]
+
+    t0 = time.perf_counter()
+    prepare(cfg.data, min_tokens=cfg.model.block_size + 1)  # once, outside every timed run
+    print(f"race: dataset {dataset_dir(cfg.data)} ready in {time.perf_counter() - t0:.1f}s (not counted below)",
+          file=sys.stderr)
+    results: dict[str, dict] = {}
+    out_root = Path(r.out_dir)
+    for name in chosen:
+        for budget in budgets:
+            runs = []
+            for seed in range(r.seeds):
+                run_dir = out_root / f"{name}-{budget:g}s-seed{seed}"
+                cmd = [sys.executable, str(ROOT / "train.py"), *([config_file] if config_file else []), *passed,
+                       *overrides(table[name]), f"--train.max_seconds={budget:g}", f"--train.seed={1337 + seed}",
+                       f"--train.out_dir={run_dir}", "--train.overwrite=true", "--train.sample_at_end=false",
+                       "--train.max_iters=100000000", f"--train.eval_interval={r.eval_interval}",
+                       "--train.checkpoint_interval=100000000"]
+                print(f"race: {name}, {budget:g}s, seed {seed}", file=sys.stderr)
+                done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                if done.returncode != 0:
+                    raise UserError(f"run {run_dir} failed: {done.stderr.strip().splitlines()[-1]}")
+                runs.append(read_run(run_dir, r.target_bpb))
+            results[f"{name}@{budget:g}"] = {
+                "variant": name, "budget_s": budget, "settings": table[name], "runs": runs,
+                **{k: median_or_none([x[k] for x in runs])
+                   for k in ("val_bpb", "best_val_bpb", "train_bpb", "seconds_to_target", "tokens_per_s", "steps")}}
+            res = results[f"{name}@{budget:g}"]
+            print(f"{name:>20} {budget:>6g}s  val {res['val_bpb']:.4f} bpb (best {res['best_val_bpb']:.4f}), "
+                  f"{res['tokens_per_s'] or 0:,.0f} tok/s, {res['steps']:.0f} steps, "
+                  f"reached {r.target_bpb} bpb at {res['seconds_to_target']}s", flush=True)
+    Path(r.json).write_text(json.dumps(results, indent=1))
+    print(f"race: figures in {r.json}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
