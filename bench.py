@@ -59,7 +59,6 @@ from optim import build_optimizer
 
 SUMMARY = ("Benchmark training, attention, sampling and data preparation on this machine; "
            "prints tables and writes bench.json.")
-PARTS = ("train", "attention", "sample", "prepare")
 ROOT = Path(__file__).resolve().parent
 SLOW_REPEATS = 3  # timed runs of a figure whose single run exceeds bench.slow_seconds
 PROBE_N = 2048  # the matmul whose FLOP rate is a CPU's peak for MFU (as nanoGPT's figure in ANCHORS.md)
@@ -85,6 +84,8 @@ MEMORY_NOTE = {False: "peak RSS of a fresh process doing only this (torch, numpy
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
 
 
 @dataclass
@@ -137,10 +138,10 @@ def interleave(fns: dict[str, Callable[[], Any]], device: torch.device, repeats:
     return out
 
 
-def matmul_probe(device: torch.device, reps: int = 3) -> tuple[Callable[[], Any], float]:
-    """A fn running ``reps`` PROBE_N³ fp32 matmuls, and the FLOPs it does: the CPU peak MFU is measured against."""
+def matmul_probe(device: torch.device, dtype: torch.dtype, reps: int = 3) -> tuple[Callable[[], Any], float]:
+    """A fn running ``reps`` PROBE_N³ matmuls, and the FLOPs it does: the CPU peak MFU is measured against."""
     n = PROBE_N
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
     return (lambda: [a @ b for _ in range(reps)]), 2.0 * n**3 * reps
 
 
@@ -349,14 +350,14 @@ def step_memory(kind: str, mcfg: dict, tcfg: dict, device: str, steps: int = 3) 
 
 def training_figures(mcfg: dict, tcfg: dict, device: str, steps: int, warmup: int, run_steps: int) -> dict:
     """ms/step, tokens/s and MFU of train.py's step on one model, and its peak memory.  On a CPU the peak
-    is a 2048³ fp32 matmul timed in rounds with the steps; on a GPU the card's known peak (hardware.py)."""
+    is a PROBE_N³ matmul in the step's dtype timed in rounds with the steps; on a GPU the card's known peak."""
     dev = torch.device(device)
     data = random_tokens(mcfg["vocab_size"])
     mark = memory_mark(dev)
     step = TrainPyStep(GPTConfig(**mcfg), TrainConfig(**tcfg), dev, data)
     fns = {"step": step}
     if dev.type == "cpu":
-        fns["matmul"], probe_flops = matmul_probe(dev)
+        fns["matmul"], probe_flops = matmul_probe(dev, step.dtype)
     timings = interleave(fns, dev, steps, warmup)
     peak = memory_peak(dev)
     t = timings["step"]
@@ -365,7 +366,7 @@ def training_figures(mcfg: dict, tcfg: dict, device: str, steps: int, warmup: in
     compile_s = max(0.0, t.first - t.median) if step.compile_chosen else 0.0
     return {"ms_per_step": 1e3 * t.median, "tokens_per_s": step.tokens_per_step / t.median,
             "mfu": step.flops_per_step / t.median / peak_flops, "peak_flops": peak_flops,
-            "peak_flops_source": "2048^3 fp32 matmul, same run" if dev.type == "cpu" else "hardware.py table",
+            "peak_flops_source": f"{PROBE_N}^3 matmul, same run" if dev.type == "cpu" else "hardware.py table",
             "compiled": step.compile_chosen, "compile_s": compile_s,
             "tokens_per_s_amortised": step.tokens_per_step * run_steps / (t.median * run_steps + compile_s),
             "dtype": str(step.dtype).removeprefix("torch."), "steps": len(t.seconds),
@@ -377,6 +378,11 @@ def train_memory(r: dict) -> int:
     """The memory figure a training table shows: a CPU process's whole peak RSS (torch included, comparable
     with nanoGPT's figure in ANCHORS.md), or on a GPU the peak allocated by the model, optimizer and step."""
     return r["process_peak_bytes"] or r["peak_bytes"]
+
+
+def figure_row(name: str, f: dict) -> list[str]:
+    return [name, f"{f['ms_per_step']:.1f}", f"{f['tokens_per_s']:,.0f}", f"{f['mfu']:.2f}", f"{f['peak_flops'] / 1e9:,.0f}",
+            f"{f['compile_s']:.1f}" if f["compiled"] else "-", mib(train_memory(f))]
 
 
 def bench_vocab(data: DataConfig) -> int:
@@ -445,9 +451,14 @@ def part_train(cfg: Config, device: torch.device, say: Callable[[str], None]) ->
     fb = isolated("training_figures", device, b.memory, mcfg=dataclasses.asdict(mcfg_b), tcfg=dataclasses.asdict(cfg.train),
                   device=str(device), steps=b.train_steps, warmup=b.warmup, run_steps=b.run_steps)
     res["config_model"] = fb
-    rows = [["config model", f"{fb['ms_per_step']:.1f}", f"{fb['tokens_per_s']:,.0f}", f"{fb['mfu']:.2f}",
-             f"{fb['peak_flops'] / 1e9:,.0f}", f"{fb['compile_s']:.1f}" if fb["compiled"] else "-",
-             mib(train_memory(fb))]]
+    rows = [figure_row(f"config model ({fb['dtype']})", fb)]
+    if b.candidates and device.type == "cpu" and fb["dtype"] == "float32":  # bf16 autocast: fast where the CPU has it
+        tcfg_bf16 = dataclasses.replace(cfg.train, dtype="bfloat16")
+        say("train (b): the same with --train.dtype=bfloat16 ...")
+        res["config_model_bfloat16"] = fbf = isolated(
+            "training_figures", device, b.memory, mcfg=dataclasses.asdict(mcfg_b), tcfg=dataclasses.asdict(tcfg_bf16),
+            device=str(device), steps=b.train_steps, warmup=b.warmup, run_steps=b.run_steps)
+        rows.append(figure_row("config model (bfloat16 autocast)", fbf))
 
     # (c) GPT-2 small: MFU against the same run's matmul (CPU) or the card's peak (GPU)
     if b.gpt2_steps > 0:
@@ -463,12 +474,10 @@ def part_train(cfg: Config, device: torch.device, say: Callable[[str], None]) ->
         line, ok = target_line("GPT-2 small MFU", fc["mfu"], ">=", 0.9 if not gpu else 0.45)
         fc["target_met"] = ok
         res["gpt2_small"] = fc
-        rows.append([f"GPT-2 small (block {block}, batch {batch})", f"{fc['ms_per_step']:.0f}",
-                     f"{fc['tokens_per_s']:,.0f}", f"{fc['mfu']:.2f}", f"{fc['peak_flops'] / 1e9:,.0f}",
-                     f"{fc['compile_s']:.1f}" if fc["compiled"] else "-", mib(train_memory(fc))])
-    notes = [f"train.py's step ({fb['dtype']}); MFU = model FLOPs (GPT.flops_per_token) per second / peak FLOP/s: "
-             + ("a 2048^3 fp32 matmul timed in rounds with the steps" if device.type == "cpu"
-                else "the card's dense bf16 peak (hardware.py)"),
+        rows.append(figure_row(f"GPT-2 small (block {block}, batch {batch}, {fc['dtype']})", fc))
+    notes = ["train.py's step; MFU = model FLOPs (GPT.flops_per_token) per second / peak FLOP/s: "
+             + (f"a {PROBE_N}^3 matmul in the model's dtype, timed in rounds with the steps" if device.type == "cpu"
+                else "the card's dense peak for the dtype (hardware.py)"),
              "peak MiB: " + MEMORY_NOTE[device.type == "cuda"]]
     if "gpt2_small" in res:
         notes.append(line)
