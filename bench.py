@@ -138,11 +138,23 @@ def interleave(fns: dict[str, Callable[[], Any]], device: torch.device, repeats:
     return out
 
 
-def matmul_probe(device: torch.device, dtype: torch.dtype, reps: int = 3) -> tuple[Callable[[], Any], float]:
-    """A fn running ``reps`` PROBE_N³ matmuls, and the FLOPs it does: the CPU peak MFU is measured against."""
-    n = PROBE_N
-    a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
-    return (lambda: [a @ b for _ in range(reps)]), 2.0 * n**3 * reps
+class MatmulProbe:
+    """PROBE_N³ matmuls into a preallocated output, ``reps`` per call, each timed: the CPU peak MFU is
+    measured against is the fastest of them (a peak is the best the hardware did in this run; a busy
+    machine only ever slows a run down, so this keeps MFU conservative)."""
+
+    def __init__(self, device: torch.device, dtype: torch.dtype, reps: int = 3):
+        n = PROBE_N
+        self.a, self.b, self.out = (torch.randn(n, n, device=device).to(dtype) for _ in range(3))
+        self.device, self.reps, self.times = device, reps, []
+
+    def __call__(self) -> None:
+        for _ in range(self.reps):
+            self.times.append(time_once(lambda: torch.mm(self.a, self.b, out=self.out), self.device))
+
+    @property
+    def peak_flops(self) -> float:
+        return 2.0 * PROBE_N**3 / min(self.times)
 
 
 # --------------------------------------------------------------------------- memory
@@ -350,19 +362,16 @@ def step_memory(kind: str, mcfg: dict, tcfg: dict, device: str, steps: int = 3) 
 
 def training_figures(mcfg: dict, tcfg: dict, device: str, steps: int, warmup: int, run_steps: int) -> dict:
     """ms/step, tokens/s and MFU of train.py's step on one model, and its peak memory.  On a CPU the peak
-    is a PROBE_N³ matmul in the step's dtype timed in rounds with the steps; on a GPU the card's known peak."""
+    is the fastest PROBE_N³ matmul (step's dtype) timed in rounds with the steps; on a GPU the card's known peak."""
     dev = torch.device(device)
     data = random_tokens(mcfg["vocab_size"])
     mark = memory_mark(dev)
     step = TrainPyStep(GPTConfig(**mcfg), TrainConfig(**tcfg), dev, data)
-    fns = {"step": step}
-    if dev.type == "cpu":
-        fns["matmul"], probe_flops = matmul_probe(dev, step.dtype)
-    timings = interleave(fns, dev, steps, warmup)
+    probe = MatmulProbe(dev, step.dtype)
+    timings = interleave({"step": step, "matmul": probe} if dev.type == "cpu" else {"step": step}, dev, steps, warmup)
     peak = memory_peak(dev)
     t = timings["step"]
-    peak_flops = (probe_flops / timings["matmul"].median if dev.type == "cpu"
-                  else hardware.peak_flops(dev, step.dtype))
+    peak_flops = probe.peak_flops if dev.type == "cpu" else hardware.peak_flops(dev, step.dtype)
     compile_s = max(0.0, t.first - t.median) if step.compile_chosen else 0.0
     return {"ms_per_step": 1e3 * t.median, "tokens_per_s": step.tokens_per_step / t.median,
             "mfu": step.flops_per_step / t.median / peak_flops, "peak_flops": peak_flops,
@@ -476,7 +485,8 @@ def part_train(cfg: Config, device: torch.device, say: Callable[[str], None]) ->
         res["gpt2_small"] = fc
         rows.append(figure_row(f"GPT-2 small (block {block}, batch {batch}, {fc['dtype']})", fc))
     notes = ["train.py's step; MFU = model FLOPs (GPT.flops_per_token) per second / peak FLOP/s: "
-             + (f"a {PROBE_N}^3 matmul in the model's dtype, timed in rounds with the steps" if device.type == "cpu"
+             + (f"the fastest {PROBE_N}^3 matmul (model's dtype) of those timed in rounds with the steps"
+                if device.type == "cpu"
                 else "the card's dense peak for the dtype (hardware.py)"),
              "peak MiB: " + MEMORY_NOTE[device.type == "cuda"]]
     if "gpt2_small" in res:
@@ -776,11 +786,11 @@ def part_prepare(cfg: Config, device: torch.device, say: Callable[[str], None]) 
                 mem[label] = isolated("prepare_memory", torch.device("cpu"), source=str(src), tokenizer=tokenizer,
                                       directory=str(d / f"ds-{label}"), threads=threads)
             res["memory"] = mem
-            notes.append(f"a whole prepare.py run in a fresh process: peak {mib(mem['full']['peak_bytes'])} MiB on "
-                         f"{b.prepare_mb:g} MB, {mib(mem['quarter']['peak_bytes'])} MiB on a quarter of it "
-                         f"({mem['full']['seconds']:.1f} s and {mem['quarter']['seconds']:.1f} s)")
-            targets.append(target_line("prepare peak memory, full / quarter of the text (bounded: ~1)",
-                                       mem["full"]["peak_bytes"] / max(1, mem["quarter"]["peak_bytes"]), "<=", 1.5))
+            notes += [f"a whole prepare.py run in a fresh process: peak RSS {mib(mem['full']['peak_bytes'])} MiB above "
+                      f"its start on {b.prepare_mb:g} MB, {mib(mem['quarter']['peak_bytes'])} MiB on a quarter of it "
+                      f"({mem['full']['seconds']:.1f} s and {mem['quarter']['seconds']:.1f} s)",
+                      "  bounded by design, not by the corpus: ~2 x threads blocks of 1 MB in flight, plus a carry of "
+                      "at most 16 MB where a file has no safe cut (prepare.read_blocks)"]
         res["targets"] = {line: ok for line, ok in targets}
         say(table(f"prepare: {res['mb']:.1f} MB of Python stdlib text, tokenizer {spec['name']}",
                   ["encoder", "MB/s", "vs prepare.py"], rows,
