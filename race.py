@@ -59,8 +59,9 @@ def overrides(settings: dict[str, object]) -> list[str]:
 
 
 def read_run(run_dir: Path, target: float) -> dict[str, float | None]:
-    evals = [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "val_bpb" in r]
-    trains = [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "tokens_per_s" in r]
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in records if "val_bpb" in r]
+    trains = [r for r in records if "tokens_per_s" in r]
     hit = next((r["train_seconds"] for r in evals if r["val_bpb"] <= target), None)
     return {"val_bpb": evals[-1]["val_bpb"], "best_val_bpb": min(r["val_bpb"] for r in evals),
             "train_bpb": evals[-1].get("train_bpb"), "steps": evals[-1]["step"],
