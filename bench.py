@@ -216,10 +216,10 @@ def _child(fn_name: str, kwargs: dict, threads: int) -> Any:
     return globals()[fn_name](**kwargs)
 
 
-def isolated(fn_name: str, on: torch.device, fresh: bool = True, **kwargs) -> Any:
+def isolated(fn_name: str, on: torch.device, **kwargs) -> Any:
     """Call this module's ``fn_name(**kwargs)``: for a CPU in a fresh spawned process (so the peak memory it
-    measures is its own), for a GPU or with ``fresh=False`` here (CUDA counts allocations itself)."""
-    if on.type == "cuda" or not fresh:
+    measures is its own), for a GPU here (CUDA counts allocations itself)."""
+    if on.type == "cuda":
         return globals()[fn_name](**kwargs)
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(1, mp_context=ctx) as pool:
@@ -346,7 +346,7 @@ def with_threads(fn: Callable[[], Any], n: int) -> Callable[[], Any]:
 
 
 def step_memory(kind: str, mcfg: dict, tcfg: dict, device: str, steps: int = 3) -> dict:
-    """Peak memory of ``steps`` training steps (the first creates the optimizer state), above the level
+    """Peak memory of ``steps`` eager training steps (the first creates the optimizer state), above the level
     before the model was built; and the process's whole peak (torch included), as nanoGPT's figure is."""
     dev = torch.device(device)
     data = random_tokens(mcfg["vocab_size"])
@@ -360,27 +360,29 @@ def step_memory(kind: str, mcfg: dict, tcfg: dict, device: str, steps: int = 3) 
     return {"peak_bytes": peak - mark, "process_peak_bytes": peak if dev.type != "cuda" else None}
 
 
-def training_figures(mcfg: dict, tcfg: dict, device: str, steps: int, warmup: int, run_steps: int) -> dict:
-    """ms/step, tokens/s and MFU of train.py's step on one model, and its peak memory.  On a CPU the peak
-    is the fastest PROBE_N³ matmul (step's dtype) timed in rounds with the steps; on a GPU the card's known peak."""
-    dev = torch.device(device)
-    data = random_tokens(mcfg["vocab_size"])
-    mark = memory_mark(dev)
-    step = TrainPyStep(GPTConfig(**mcfg), TrainConfig(**tcfg), dev, data)
-    probe = MatmulProbe(dev, step.dtype)
-    timings = interleave({"step": step, "matmul": probe} if dev.type == "cpu" else {"step": step}, dev, steps, warmup)
-    peak = memory_peak(dev)
-    t = timings["step"]
-    peak_flops = probe.peak_flops if dev.type == "cpu" else hardware.peak_flops(dev, step.dtype)
-    compile_s = max(0.0, t.first - t.median) if step.compile_chosen else 0.0
-    return {"ms_per_step": 1e3 * t.median, "tokens_per_s": step.tokens_per_step / t.median,
-            "mfu": step.flops_per_step / t.median / peak_flops, "peak_flops": peak_flops,
-            "peak_flops_source": f"{PROBE_N}^3 matmul, same run" if dev.type == "cpu" else "hardware.py table",
-            "compiled": step.compile_chosen, "compile_s": compile_s,
-            "tokens_per_s_amortised": step.tokens_per_step * run_steps / (t.median * run_steps + compile_s),
-            "dtype": str(step.dtype).removeprefix("torch."), "steps": len(t.seconds),
-            "tokens_per_step": step.tokens_per_step, "flops_per_step": step.flops_per_step,
-            "peak_bytes": peak - mark, "process_peak_bytes": peak if dev.type != "cuda" else None}
+def training_figures(mcfg: GPTConfig, variants: dict[str, TrainConfig], device: torch.device, steps: int,
+                     warmup: int, run_steps: int) -> dict[str, dict]:
+    """ms/step, tokens/s and MFU of train.py's step on one model under each of ``variants`` (train settings),
+    all timed in rounds with each other.  On a CPU the peak is the fastest PROBE_N³ matmul in each variant's
+    dtype, timed in the same rounds; on a GPU the card's known peak (hardware.py)."""
+    data = random_tokens(mcfg.vocab_size)
+    runs = {name: TrainPyStep(mcfg, tcfg, device, data) for name, tcfg in variants.items()}
+    probes = {dtype: MatmulProbe(device, dtype) for dtype in {r.dtype for r in runs.values()}} \
+        if device.type == "cpu" else {}
+    timings = interleave({**runs, **{f"matmul {d}": p for d, p in probes.items()}}, device, steps, warmup)
+    out = {}
+    for name, step in runs.items():
+        t = timings[name]
+        peak_flops = probes[step.dtype].peak_flops if probes else hardware.peak_flops(device, step.dtype)
+        compile_s = max(0.0, t.first - t.median) if step.compile_chosen else 0.0
+        out[name] = {"ms_per_step": 1e3 * t.median, "tokens_per_s": step.tokens_per_step / t.median,
+                     "mfu": step.flops_per_step / t.median / peak_flops, "peak_flops": peak_flops,
+                     "peak_flops_source": f"fastest {PROBE_N}^3 matmul, same run" if probes else "hardware.py table",
+                     "compiled": step.compile_chosen, "compile_s": compile_s,
+                     "tokens_per_s_amortised": step.tokens_per_step * run_steps / (t.median * run_steps + compile_s),
+                     "dtype": str(step.dtype).removeprefix("torch."), "steps": len(t.seconds),
+                     "tokens_per_step": step.tokens_per_step, "flops_per_step": step.flops_per_step}
+    return out
 
 
 def train_memory(r: dict) -> int:
@@ -391,7 +393,7 @@ def train_memory(r: dict) -> int:
 
 def figure_row(name: str, f: dict) -> list[str]:
     return [name, f"{f['ms_per_step']:.1f}", f"{f['tokens_per_s']:,.0f}", f"{f['mfu']:.2f}", f"{f['peak_flops'] / 1e9:,.0f}",
-            f"{f['compile_s']:.1f}" if f["compiled"] else "-", mib(train_memory(f))]
+            f"{f['compile_s']:.1f}" if f["compiled"] else "-", mib(train_memory(f)) if "peak_bytes" in f else "-"]
 
 
 def bench_vocab(data: DataConfig) -> int:
@@ -454,20 +456,19 @@ def part_train(cfg: Config, device: torch.device, say: Callable[[str], None]) ->
                f"medians of {b.repeats} rounds x {b.train_steps} steps; peak MiB: " + MEMORY_NOTE[device.type == "cuda"]
                + " over 3 eager steps", line]))
 
-    # (b) the config's own model, as train.py would train it
+    # (b) the config's own model, as train.py would train it (and, for the record, in bf16 autocast)
     mcfg_b = dataclasses.replace(cfg.model, vocab_size=bench_vocab(cfg.data))
-    say(f"train (b): the config's model ({mcfg_b.n_layer}x{mcfg_b.n_embd}, block {mcfg_b.block_size}) ...")
-    fb = isolated("training_figures", device, b.memory, mcfg=dataclasses.asdict(mcfg_b), tcfg=dataclasses.asdict(cfg.train),
-                  device=str(device), steps=b.train_steps, warmup=b.warmup, run_steps=b.run_steps)
+    variants = {"config model": cfg.train}
+    if b.candidates and device.type == "cpu" and hardware.pick_dtype(cfg.train.dtype, device) == torch.float32:
+        variants["config model, --train.dtype=bfloat16"] = dataclasses.replace(cfg.train, dtype="bfloat16")
+    say(f"train (b): the config's model ({mcfg_b.n_layer}x{mcfg_b.n_embd}, block {mcfg_b.block_size}): "
+        f"{', '.join(variants)} in rounds ...")
+    fb = training_figures(mcfg_b, variants, device, b.train_steps, b.warmup, b.run_steps)
+    if b.memory:
+        fb["config model"].update(isolated("step_memory", device, kind="ours", mcfg=dataclasses.asdict(mcfg_b),
+                                           tcfg=dataclasses.asdict(cfg.train), device=str(device)))
     res["config_model"] = fb
-    rows = [figure_row(f"config model ({fb['dtype']})", fb)]
-    if b.candidates and device.type == "cpu" and fb["dtype"] == "float32":  # bf16 autocast: fast where the CPU has it
-        tcfg_bf16 = dataclasses.replace(cfg.train, dtype="bfloat16")
-        say("train (b): the same with --train.dtype=bfloat16 ...")
-        res["config_model_bfloat16"] = fbf = isolated(
-            "training_figures", device, b.memory, mcfg=dataclasses.asdict(mcfg_b), tcfg=dataclasses.asdict(tcfg_bf16),
-            device=str(device), steps=b.train_steps, warmup=b.warmup, run_steps=b.run_steps)
-        rows.append(figure_row("config model (bfloat16 autocast)", fbf))
+    rows = [figure_row(f"{name} ({f['dtype']})", f) for name, f in fb.items()]
 
     # (c) GPT-2 small: MFU against the same run's matmul (CPU) or the card's peak (GPU)
     if b.gpt2_steps > 0:
@@ -478,8 +479,10 @@ def part_train(cfg: Config, device: torch.device, say: Callable[[str], None]) ->
         tcfg_c = dataclasses.replace(cfg.train, **GPT2_TRAIN, batch_size=batch, gradient_accumulation_steps=1)
         steps = max(b.gpt2_steps, b.train_steps) if gpu else b.gpt2_steps
         say(f"train (c): GPT-2 small, block {block}, batch {batch}: {steps} steps after 1 warm-up ...")
-        fc = isolated("training_figures", device, b.memory, mcfg=dataclasses.asdict(mcfg_c), tcfg=dataclasses.asdict(tcfg_c),
-                      device=str(device), steps=steps, warmup=1, run_steps=b.run_steps)
+        fc = training_figures(mcfg_c, {"GPT-2 small": tcfg_c}, device, steps, 1, b.run_steps)["GPT-2 small"]
+        if b.memory:
+            fc.update(isolated("step_memory", device, kind="ours", mcfg=dataclasses.asdict(mcfg_c),
+                               tcfg=dataclasses.asdict(tcfg_c), device=str(device), steps=2))
         line, ok = target_line("GPT-2 small MFU", fc["mfu"], ">=", 0.9 if not gpu else 0.45)
         fc["target_met"] = ok
         res["gpt2_small"] = fc
@@ -488,7 +491,7 @@ def part_train(cfg: Config, device: torch.device, say: Callable[[str], None]) ->
              + (f"the fastest {PROBE_N}^3 matmul (model's dtype) of those timed in rounds with the steps"
                 if device.type == "cpu"
                 else "the card's dense peak for the dtype (hardware.py)"),
-             "peak MiB: " + MEMORY_NOTE[device.type == "cuda"]]
+             "peak MiB: " + MEMORY_NOTE[device.type == "cuda"] + " over 3 eager steps (GPT-2 small: 2)"]
     if "gpt2_small" in res:
         notes.append(line)
     say(table("train (b, c): throughput and MFU", ["model", "ms/step", "tokens/s", "MFU", "peak GFLOP/s",

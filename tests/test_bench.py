@@ -30,7 +30,7 @@ def test_every_part_runs_and_writes_json(tmp_path, monkeypatch):
     a = res["train"]["nanogpt_shape"]
     assert a["baseline"]["tokens_per_s"] > 0 and a["ours"]["tokens_per_s"] > 0
     assert a["ours"]["compiled"] is False  # a 2,000-step run of a tiny model never pays a CPU compile back
-    assert res["train"]["config_model"]["mfu"] > 0
+    assert res["train"]["config_model"]["config model"]["mfu"] > 0
     assert set(res["attention"]["classes"]) == set(bench.ATTENTION)
     assert res["sample"]["8"]["identical"] is True  # the KV cache changes no greedy token
     assert res["prepare"]["tokens"] > 0 and res["prepare"]["ratio"] > 0
