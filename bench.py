@@ -6,8 +6,8 @@ finishes; all figures are also written to ``bench.json``:
 * **train**: (a) nanoGPT's CPU recipe shape run two ways in this process: nanoGPT's own loop and
   what ``train.py`` does for a 2,000-step run of that shape (its optimizer, its compile decision with
   the compile time spread over the run); (b) the config's model: tokens/s, MFU and peak memory;
-  (c) the GPT-2 small shape: MFU against a 2048³ matmul timed in the same run (on a GPU: against the
-  card's known peak).
+  (c) the GPT-2 small shape: MFU against the fastest 2048³ matmul timed in the same run (on a GPU:
+  against the card's known peak).
 * **attention**: every class of ``tests/reference_attention.py`` that takes (B, T, d), the efficient
   ``model.CausalSelfAttention`` and its floor (its projections and ``F.scaled_dot_product_attention``
   alone): forward and forward+backward time and peak memory, and a sweep over T.
@@ -460,7 +460,7 @@ def part_train(cfg: Config, device: torch.device, say: Callable[[str], None]) ->
     mcfg_b = dataclasses.replace(cfg.model, vocab_size=bench_vocab(cfg.data))
     variants = {"config model": cfg.train}
     if b.candidates and device.type == "cpu" and hardware.pick_dtype(cfg.train.dtype, device) == torch.float32:
-        variants["config model, --train.dtype=bfloat16"] = dataclasses.replace(cfg.train, dtype="bfloat16")
+        variants["the same, --train.dtype=bfloat16"] = dataclasses.replace(cfg.train, dtype="bfloat16")
     say(f"train (b): the config's model ({mcfg_b.n_layer}x{mcfg_b.n_embd}, block {mcfg_b.block_size}): "
         f"{', '.join(variants)} in rounds ...")
     fb = training_figures(mcfg_b, variants, device, b.train_steps, b.warmup, b.run_steps)
@@ -468,7 +468,12 @@ def part_train(cfg: Config, device: torch.device, say: Callable[[str], None]) ->
         fb["config model"].update(isolated("step_memory", device, kind="ours", mcfg=dataclasses.asdict(mcfg_b),
                                            tcfg=dataclasses.asdict(cfg.train), device=str(device)))
     res["config_model"] = fb
-    rows = [figure_row(f"{name} ({f['dtype']})", f) for name, f in fb.items()]
+    rows = [figure_row(f"{name} ({f['dtype']})" if name == "config model" else name, f) for name, f in fb.items()]
+    notes = []
+    if len(fb) > 1:
+        notes.append(f"bfloat16 autocast / float32, tokens/s in the same rounds: "
+                     f"{fb['the same, --train.dtype=bfloat16']['tokens_per_s'] / fb['config model']['tokens_per_s']:.2f}x"
+                     " (a candidate: train.py's 'auto' dtype is float32 on a CPU)")
 
     # (c) GPT-2 small: MFU against the same run's matmul (CPU) or the card's peak (GPU)
     if b.gpt2_steps > 0:
@@ -491,7 +496,7 @@ def part_train(cfg: Config, device: torch.device, say: Callable[[str], None]) ->
              + (f"the fastest {PROBE_N}^3 matmul (model's dtype) of those timed in rounds with the steps"
                 if device.type == "cpu"
                 else "the card's dense peak for the dtype (hardware.py)"),
-             "peak MiB: " + MEMORY_NOTE[device.type == "cuda"] + " over 3 eager steps (GPT-2 small: 2)"]
+             "peak MiB: " + MEMORY_NOTE[device.type == "cuda"] + " over 3 eager steps (GPT-2 small: 2)"] + notes
     if "gpt2_small" in res:
         notes.append(line)
     say(table("train (b, c): throughput and MFU", ["model", "ms/step", "tokens/s", "MFU", "peak GFLOP/s",

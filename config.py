@@ -105,7 +105,7 @@ class BenchConfig:
     gpt2_steps: int = 3  # training part: timed steps of the GPT-2-small MFU figure, after one warm-up; 0 = skip it
     gpt2_block: int = 0  # training part: GPT-2 small's block size; 0 = 256 on a CPU, 1024 on a GPU
     gpt2_batch: int = 0  # training part: GPT-2 small's batch size; 0 = 4 on a CPU, 16 on a GPU
-    candidates: bool = True  # training part: also time what train.py does not choose (compile flipped, 1 thread)
+    candidates: bool = True  # training part: also time what train.py does not choose (compile flipped, 1 thread, bf16)
     attn_batch: int = 8  # attention part: batch size
     attn_seq: int = 1024  # attention part: sequence length
     attn_embd: int = 768  # attention part: width
