@@ -127,6 +127,7 @@ class RaceConfig:
     seeds: int = 3  # runs per variant and budget (medians are reported)
     variants: str = "all"  # comma-separated variant names, or 'all' (see race.py)
     target_bpb: float = 2.205  # report when val bits per byte first reached this (nanoGPT's CPU recipe, 175 s)
+    jobs: int = 1  # runs at a time, the cores split evenly between them (2 on 2 cores: each run on one thread)
     eval_interval: int = 25  # steps between evaluations (evaluation time is not counted as training time)
     out_dir: str = "out-race"  # where the runs are written
     json: str = "race.json"  # where the figures are written
@@ -222,6 +223,7 @@ def _check(cfg: Config) -> None:
     need(s.top_k >= 0, "sample.top_k", "must be 0 (off) or more")
     need(0 < s.top_p <= 1, "sample.top_p", f"must be in (0, 1], got {s.top_p}")
     need(cfg.race.seeds >= 1 and cfg.race.eval_interval >= 1, "race.seeds", "seeds and eval_interval must be at least 1")
+    need(cfg.race.jobs >= 1, "race.jobs", "must be at least 1")
     try:
         ok = all(float(x) > 0 for x in cfg.race.budgets.split(",") if x.strip())
     except ValueError:

@@ -12,16 +12,21 @@ once up front and is reported apart.  Example (the README's ablation table):
     python race.py config/text-cpu.toml --data.source=../shared/data/pride-and-prejudice.txt \\
         --race.budgets=60 --race.seeds=3
 
-Runs are sequential (a race on a shared CPU would time the neighbour), so a full table takes
-variants x budgets x seeds x (budget + ~15 s).
+Runs are sequential by default, so a full table takes variants x budgets x seeds x (budget + ~15 s).
+``--race.jobs=2`` runs two at a time with half the cores each (``OMP_NUM_THREADS``): twice the
+runs per hour, and every run still gets the same share of the machine, but each is timed on fewer
+threads than a lone ``train.py`` would use, so its tokens/s (and bits per byte) are those of a
+smaller machine.  Never run a race beside other work: it would time the neighbour.
 """
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from config import Config, UserError, parse_args, run_main, toml_value
@@ -90,28 +95,41 @@ def main(argv: list[str]) -> int:
     prepare(cfg.data, min_tokens=cfg.model.block_size + 1)  # once, outside every timed run
     print(f"race: dataset {dataset_dir(cfg.data)} ready in {time.perf_counter() - t0:.1f}s (not counted below)",
           file=sys.stderr)
-    results: dict[str, dict] = {}
     out_root = Path(r.out_dir)
+    threads = max(1, (os.cpu_count() or 1) // r.jobs)
+    env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if r.jobs > 1 else {})}
+    runs = [(name, budget, seed) for name in chosen for budget in budgets for seed in range(r.seeds)]
+
+    def run_one(key: tuple[str, float, int]) -> dict:
+        name, budget, seed = key
+        run_dir = out_root / f"{name}-{budget:g}s-seed{seed}"
+        cmd = [sys.executable, str(ROOT / "train.py"), *([config_file] if config_file else []), *passed,
+               *overrides(table[name]), f"--train.max_seconds={budget:g}", f"--train.seed={1337 + seed}",
+               f"--train.out_dir={run_dir}", "--train.overwrite=true", "--train.sample_at_end=false",
+               "--train.max_iters=100000000", f"--train.eval_interval={r.eval_interval}",
+               "--train.checkpoint_interval=100000000"]
+        print(f"race: {name}, {budget:g}s, seed {seed}", file=sys.stderr, flush=True)
+        done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+        if done.returncode != 0:
+            raise UserError(f"run {run_dir} failed: {done.stderr.strip().splitlines()[-1]}")
+        return read_run(run_dir, r.target_bpb)
+
+    if r.jobs > 1:
+        print(f"race: {r.jobs} runs at a time, {threads} thread(s) each", file=sys.stderr)
+    pool = ThreadPoolExecutor(max_workers=r.jobs)  # its threads only wait on subprocesses
+    try:
+        got = dict(zip(runs, pool.map(run_one, runs)))
+    finally:
+        pool.shutdown(cancel_futures=True)  # after a failed run, start no more
+    results: dict[str, dict] = {}
     for name in chosen:
         for budget in budgets:
-            runs = []
-            for seed in range(r.seeds):
-                run_dir = out_root / f"{name}-{budget:g}s-seed{seed}"
-                cmd = [sys.executable, str(ROOT / "train.py"), *([config_file] if config_file else []), *passed,
-                       *overrides(table[name]), f"--train.max_seconds={budget:g}", f"--train.seed={1337 + seed}",
-                       f"--train.out_dir={run_dir}", "--train.overwrite=true", "--train.sample_at_end=false",
-                       "--train.max_iters=100000000", f"--train.eval_interval={r.eval_interval}",
-                       "--train.checkpoint_interval=100000000"]
-                print(f"race: {name}, {budget:g}s, seed {seed}", file=sys.stderr)
-                done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-                if done.returncode != 0:
-                    raise UserError(f"run {run_dir} failed: {done.stderr.strip().splitlines()[-1]}")
-                runs.append(read_run(run_dir, r.target_bpb))
-            results[f"{name}@{budget:g}"] = {
-                "variant": name, "budget_s": budget, "settings": table[name], "runs": runs,
-                **{k: median_or_none([x[k] for x in runs])
+            per_seed = [got[(name, budget, seed)] for seed in range(r.seeds)]
+            res = results[f"{name}@{budget:g}"] = {
+                "variant": name, "budget_s": budget, "settings": table[name], "threads": threads,
+                "runs": per_seed,
+                **{k: median_or_none([x[k] for x in per_seed])
                    for k in ("val_bpb", "best_val_bpb", "train_bpb", "seconds_to_target", "tokens_per_s", "steps")}}
-            res = results[f"{name}@{budget:g}"]
             print(f"{name:>20} {budget:>6g}s  val {res['val_bpb']:.4f} bpb (best {res['best_val_bpb']:.4f}), "
                   f"{res['tokens_per_s'] or 0:,.0f} tok/s, {res['steps']:.0f} steps, "
                   f"reached {r.target_bpb} bpb at {res['seconds_to_target']}s", flush=True)

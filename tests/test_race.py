@@ -41,3 +41,20 @@ def test_unknown_variant_is_a_users_error():
     from config import UserError
     with pytest.raises(UserError, match="unknown nope"):
         race.main([RECIPE, "--race.variants=recipe,nope"])
+
+
+def test_a_tiny_race_two_at_a_time_writes_every_run(tmp_path):
+    """End to end on a tiny corpus: two variants, one seed, two runs at once, a 1-second budget."""
+    corpus = tmp_path / "text.txt"
+    corpus.write_text("It is a truth universally acknowledged, that a single man in possession "
+                      "of a good fortune, must be in want of a wife.\n" * 200)
+    out = tmp_path / "race.json"
+    race.main([RECIPE, f"--data.source={corpus}", "--data.vocab_size=300", f"--data.dir={tmp_path / 'data'}",
+               "--model.n_layer=1", "--model.n_embd=32", "--model.n_head=2", "--model.block_size=16",
+               "--train.batch_size=4", "--train.eval_iters=1", "--race.budgets=1", "--race.seeds=1",
+               "--race.variants=recipe,qk_norm", "--race.jobs=2", "--race.eval_interval=5",
+               f"--race.out_dir={tmp_path / 'runs'}", f"--race.json={out}"])
+    got = json.loads(out.read_text())
+    assert set(got) == {"recipe@1", "qk_norm@1"}
+    assert all(r["threads"] >= 1 and r["steps"] > 0 and r["val_bpb"] > 0 for r in got.values())
+    assert (tmp_path / "runs" / "qk_norm-1s-seed0" / "metrics.jsonl").exists()
