@@ -79,6 +79,31 @@ def median_or_none(xs: list) -> float | None:
     return statistics.median(xs) if xs else None
 
 
+def markdown_table(results: dict[str, dict], target: float) -> str:
+    """The figures as the README's ablation table: one row per variant, a column pair per budget."""
+    budgets = sorted({res["budget_s"] for res in results.values()})
+    names = list(dict.fromkeys(res["variant"] for res in results.values()))
+    seeds = max(len(res["runs"]) for res in results.values())
+    head = ["variant (one change from the recipe)"]
+    for b in budgets:
+        head += [f"val bpb at {b:g} s (median of {seeds})", "Δ"]
+    head += [f"reached {target} bpb at", "tokens/s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name in names:
+        settings = next(v["settings"] for v in results.values() if v["variant"] == name)
+        row = [f"{name}: " + (", ".join(f"`{k}={toml_value(v).strip(chr(34))}`" for k, v in settings.items()) or "—")]
+        for b in budgets:
+            res, base = results.get(f"{name}@{b:g}"), results.get(f"recipe@{b:g}")
+            row.append(f"{res['val_bpb']:.3f}" if res else "")
+            row.append(f"{res['val_bpb'] - base['val_bpb']:+.3f}" if res and base else "")
+        first = results.get(f"{name}@{budgets[0]:g}")  # time to target and speed: the shortest budget
+        hit = first["seconds_to_target"] if first else None
+        row.append("" if not first else f"{hit:.1f} s" if hit is not None else f"not in {budgets[0]:g} s")
+        row.append(f"{first['tokens_per_s']:,.0f}" if first and first["tokens_per_s"] else "")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str]) -> int:
     cfg = parse_args(argv, "race.py", ("race", "data", "model", "train"), SUMMARY)
     r = cfg.race
@@ -134,6 +159,7 @@ def main(argv: list[str]) -> int:
                   f"{res['tokens_per_s'] or 0:,.0f} tok/s, {res['steps']:.0f} steps, "
                   f"reached {r.target_bpb} bpb at {res['seconds_to_target']}s", flush=True)
     Path(r.json).write_text(json.dumps(results, indent=1))
+    print(markdown_table(results, r.target_bpb))
     print(f"race: figures in {r.json}", file=sys.stderr)
     return 0
 

@@ -43,7 +43,7 @@ def test_unknown_variant_is_a_users_error():
         race.main([RECIPE, "--race.variants=recipe,nope"])
 
 
-def test_a_tiny_race_two_at_a_time_writes_every_run(tmp_path):
+def test_a_tiny_race_two_at_a_time_writes_every_run(tmp_path, capsys):
     """End to end on a tiny corpus: two variants, one seed, two runs at once, a 1-second budget."""
     corpus = tmp_path / "text.txt"
     corpus.write_text("It is a truth universally acknowledged, that a single man in possession "
@@ -58,3 +58,5 @@ def test_a_tiny_race_two_at_a_time_writes_every_run(tmp_path):
     assert set(got) == {"recipe@1", "qk_norm@1"}
     assert all(r["threads"] >= 1 and r["steps"] > 0 and r["val_bpb"] > 0 for r in got.values())
     assert (tmp_path / "runs" / "qk_norm-1s-seed0" / "metrics.jsonl").exists()
+    table = capsys.readouterr().out
+    assert "| recipe: — |" in table and "| qk_norm: `model.qk_norm=false` |" in table
