@@ -83,10 +83,10 @@ def markdown_table(results: dict[str, dict], target: float) -> str:
     """The figures as the README's ablation table: one row per variant, a column pair per budget."""
     budgets = sorted({res["budget_s"] for res in results.values()})
     names = list(dict.fromkeys(res["variant"] for res in results.values()))
-    seeds = max(len(res["runs"]) for res in results.values())
     head = ["variant (one change from the recipe)"]
     for b in budgets:
-        head += [f"val bpb at {b:g} s (median of {seeds})", "Δ"]
+        seeds = max(len(res["runs"]) for res in results.values() if res["budget_s"] == b)
+        head += [f"val bpb at {b:g} s ({f'median of {seeds}' if seeds > 1 else '1 seed'})", "Δ"]
     head += [f"reached {target} bpb at", "tokens/s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in names:
@@ -94,7 +94,7 @@ def markdown_table(results: dict[str, dict], target: float) -> str:
         row = [f"{name}: " + (", ".join(f"`{k}={toml_value(v).strip(chr(34))}`" for k, v in settings.items()) or "—")]
         for b in budgets:
             res, base = results.get(f"{name}@{b:g}"), results.get(f"recipe@{b:g}")
-            row.append(f"{res['val_bpb']:.3f}" if res else "")
+            row.append(f"{res['val_bpb']:.3f}" if res else "not run")
             row.append(f"{res['val_bpb'] - base['val_bpb']:+.3f}" if res and base else "")
         first = results.get(f"{name}@{budgets[0]:g}")  # time to target and speed: the shortest budget
         hit = first["seconds_to_target"] if first else None
