@@ -61,6 +61,7 @@ SUMMARY = ("Benchmark training, attention, sampling and data preparation on this
            "prints tables and writes bench.json.")
 ROOT = Path(__file__).resolve().parent
 SLOW_REPEATS = 3  # timed runs of a figure whose single run exceeds bench.slow_seconds
+BF16_CANDIDATE = "the same, --train.dtype=bfloat16"  # the config's model in bf16 autocast (CPU, train part)
 PROBE_N = 2048  # the matmul whose FLOP rate is a CPU's peak for MFU (as nanoGPT's figure in ANCHORS.md)
 MiB = 1 << 20
 
@@ -460,7 +461,7 @@ def part_train(cfg: Config, device: torch.device, say: Callable[[str], None]) ->
     mcfg_b = dataclasses.replace(cfg.model, vocab_size=bench_vocab(cfg.data))
     variants = {"config model": cfg.train}
     if b.candidates and device.type == "cpu" and hardware.pick_dtype(cfg.train.dtype, device) == torch.float32:
-        variants["the same, --train.dtype=bfloat16"] = dataclasses.replace(cfg.train, dtype="bfloat16")
+        variants[BF16_CANDIDATE] = dataclasses.replace(cfg.train, dtype="bfloat16")
     say(f"train (b): the config's model ({mcfg_b.n_layer}x{mcfg_b.n_embd}, block {mcfg_b.block_size}): "
         f"{', '.join(variants)} in rounds ...")
     fb = training_figures(mcfg_b, variants, device, b.train_steps, b.warmup, b.run_steps)
@@ -472,7 +473,7 @@ def part_train(cfg: Config, device: torch.device, say: Callable[[str], None]) ->
     notes = []
     if len(fb) > 1:
         notes.append(f"bfloat16 autocast / float32, tokens/s in the same rounds: "
-                     f"{fb['the same, --train.dtype=bfloat16']['tokens_per_s'] / fb['config model']['tokens_per_s']:.2f}x"
+                     f"{fb[BF16_CANDIDATE]['tokens_per_s'] / fb['config model']['tokens_per_s']:.2f}x"
                      " (a candidate: train.py's 'auto' dtype is float32 on a CPU)")
 
     # (c) GPT-2 small: MFU against the same run's matmul (CPU) or the card's peak (GPU)

@@ -59,8 +59,18 @@ def variants(cfg: Config) -> dict[str, dict[str, object]]:
     }
 
 
+def assignments(settings: dict[str, object]) -> list[str]:
+    """``section.key=value`` as the command line spells each setting (strings unquoted)."""
+    return [f"{k}={toml_value(v).strip(chr(34))}" for k, v in settings.items()]
+
+
 def overrides(settings: dict[str, object]) -> list[str]:
-    return [f"--{k}={toml_value(v).strip(chr(34))}" for k, v in settings.items()]
+    return [f"--{a}" for a in assignments(settings)]
+
+
+def result_key(variant: str, budget: float) -> str:
+    """How the figures of one variant at one budget are keyed in race.json."""
+    return f"{variant}@{budget:g}"
 
 
 def read_run(run_dir: Path, target: float) -> dict[str, float | None]:
@@ -91,12 +101,12 @@ def markdown_table(results: dict[str, dict], target: float) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in names:
         settings = next(v["settings"] for v in results.values() if v["variant"] == name)
-        row = [f"{name}: " + (", ".join(f"`{k}={toml_value(v).strip(chr(34))}`" for k, v in settings.items()) or "—")]
+        row = [f"{name}: " + (", ".join(f"`{a}`" for a in assignments(settings)) or "—")]
         for b in budgets:
-            res, base = results.get(f"{name}@{b:g}"), results.get(f"recipe@{b:g}")
+            res, base = results.get(result_key(name, b)), results.get(result_key("recipe", b))
             row.append(f"{res['val_bpb']:.3f}" if res else "not run")
             row.append(f"{res['val_bpb'] - base['val_bpb']:+.3f}" if res and base else "")
-        first = results.get(f"{name}@{budgets[0]:g}")  # time to target and speed: the shortest budget
+        first = results.get(result_key(name, budgets[0]))  # time to target and speed: the shortest budget
         hit = first["seconds_to_target"] if first else None
         row.append("" if not first else f"{hit:.1f} s" if hit is not None else f"not in {budgets[0]:g} s")
         row.append(f"{first['tokens_per_s']:,.0f}" if first and first["tokens_per_s"] else "")
@@ -150,7 +160,7 @@ def main(argv: list[str]) -> int:
     for name in chosen:
         for budget in budgets:
             per_seed = [got[(name, budget, seed)] for seed in range(r.seeds)]
-            res = results[f"{name}@{budget:g}"] = {
+            res = results[result_key(name, budget)] = {
                 "variant": name, "budget_s": budget, "settings": table[name], "threads": threads,
                 "runs": per_seed,
                 **{k: median_or_none([x[k] for x in per_seed])
