@@ -1,8 +1,10 @@
 """Checkpoints: written atomically, read back without unpickling code.
 
-A checkpoint is one ``torch.save`` of a dict of tensors and plain data (see
-:data:`FORMAT` and train.py for its keys).  Two things nanoGPT users lose sleep
-over are ruled out here:
+A checkpoint is one ``torch.save`` of a dict of tensors and plain data; this module owns
+its layout end to end: :func:`training_state` writes it (:data:`FORMAT`), :func:`load_checkpoint`
+reads it, :func:`check_resumable` and :func:`restore` continue a run from it, and
+:func:`model_from_checkpoint` rebuilds the model for sampling.  Two things nanoGPT users lose
+sleep over are ruled out here:
 
 * **A kill mid-write never costs the last good checkpoint.**  The new file is
   written beside the old one under a temporary name, flushed and fsync'ed, then
@@ -15,18 +17,21 @@ over are ruled out here:
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 import torch
 
-from config import UserError
+from errors import UserError
 from model import GPT, GPTConfig
 
 FORMAT = 1  # bump when the layout of the checkpoint dict changes incompatibly
 REQUIRED = ("model", "model_config", "tokenizer")  # what every reader (sample.py, train.py) needs
+RESUME = ("optimizer", "step", "best_val_loss", "train_seconds", "tokens_seen", "dataset", "config")  # train.py's
 LAST, BEST = "ckpt.pt", "best.pt"  # file names inside a run directory
 WRAPPER_PREFIXES = ("_orig_mod.", "module.")  # added to parameter names by torch.compile and DDP
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive
@@ -125,6 +130,84 @@ def strip_wrapper_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, tor
             name = name.split(".", 1)[1]
         return name
     return {bare(k): v for k, v in state_dict.items()}
+
+
+# --------------------------------------------------------------------------- a run's whole state
+
+
+@dataclass
+class RunState:
+    """How far a run has come, as its checkpoint records it."""
+    step: int = 0  # optimizer steps done
+    best_val_loss: float = float("inf")
+    train_seconds: float = 0.0  # time spent training, evaluation and checkpoints excluded
+    tokens_seen: int = 0
+
+
+def training_state(model: GPT, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                   config: dict[str, Any], dataset: dict[str, str], tokenizer: dict, rs: RunState) -> dict[str, Any]:
+    """Everything a resume needs, in types ``torch.load(weights_only=True)`` accepts.
+
+    ``config`` is the run's resolved settings (``Config.to_dict()``), ``dataset`` the dataset's
+    ``dir`` and ``fingerprint``, ``tokenizer`` its spec (tokenizer.py).
+    """
+    return {
+        "format": FORMAT, "model": model.state_dict(), "model_config": dataclasses.asdict(model.config),
+        "config": config, "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+        **dataclasses.asdict(rs),
+        "rng": {"torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+        "dataset": dataset, "tokenizer": tokenizer,
+    }
+
+
+def check_resumable(ckpt: dict[str, Any], path: Path, config: dict[str, Any], dataset: dict[str, str],
+                    tokenizer: dict) -> None:
+    """Refuse to continue ``ckpt`` when its dataset, tokenizer, model or optimizer differ from this run's
+    (``config``, ``dataset`` and ``tokenizer`` as :func:`training_state` takes them)."""
+    def refuse(what: str) -> None:
+        raise UserError(f"cannot resume {path}: {what}; resume with the config and settings of that run, "
+                        f"or start a new run in another --train.out_dir")
+
+    missing = [k for k in RESUME if k not in ckpt]
+    if missing:
+        refuse(f"it lacks {', '.join(missing)} (it was not written by train.py)")
+    if ckpt["dataset"].get("fingerprint") != dataset["fingerprint"]:
+        refuse(f"its dataset ({ckpt['dataset'].get('dir')}) differs from this one ({dataset['dir']})")
+    if ckpt["tokenizer"] != tokenizer:
+        refuse("its tokenizer differs from this dataset's")
+    now = {k: v for k, v in config["model"].items()}
+    diff = [f"model.{k}: checkpoint {v!r}, now {now[k]!r}" for k, v in ckpt["model_config"].items()
+            if k in now and now[k] != v]
+    if diff:
+        refuse("model settings differ (" + "; ".join(diff) + ")")
+    was, wants = ckpt["config"].get("train", {}).get("optimizer"), config["train"]["optimizer"]
+    if was != wants:
+        refuse(f"it was trained with optimizer {was!r}, not {wants!r}")
+
+
+def restore(ckpt: dict[str, Any], model: GPT, optimizer: torch.optim.Optimizer,
+            scaler: torch.amp.GradScaler) -> RunState:
+    """Load weights, optimizer moments, GradScaler and RNG states into this run; return its progress.
+
+    The optimizer's settings (learning rates, betas, ...) stay this run's: only its state is loaded."""
+    model.load_state_dict(strip_wrapper_prefixes(ckpt["model"]))
+    current = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    optimizer.load_state_dict(ckpt["optimizer"])
+    for group, settings in zip(optimizer.param_groups, current):
+        group.update(settings)
+    if scaler.is_enabled() and ckpt.get("scaler"):
+        scaler.load_state_dict(ckpt["scaler"])
+    rng = ckpt.get("rng", {})
+    if "torch" in rng:  # RNG states are CPU byte tensors, whatever map_location moved them to
+        torch.set_rng_state(rng["torch"].cpu())
+    if rng.get("cuda") and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
+    return RunState(**{f.name: ckpt[f.name] for f in dataclasses.fields(RunState)})
+
+
+# --------------------------------------------------------------------------- the model alone
 
 
 def model_from_checkpoint(ckpt: dict[str, Any], device: str | torch.device = "cpu") -> GPT:

@@ -1,18 +1,25 @@
-"""Every setting of every script, and the one command line they share.
+"""Settings: the typed sections a training run reads, and the one command line every script shares.
 
-A run is steered by a TOML file (data, never executed) plus ``--section.key=value``
-overrides.  The sections are typed dataclasses; the comment after each field is
-its one-line doc, which ``--help`` prints.  ``[model]`` is ``model.GPTConfig``
-itself (less ``vocab_size``, which comes from the dataset), so a model option
-exists in exactly one place.
+A script is steered by a TOML file (data, never executed) plus ``--section.key=value`` overrides.
+Each section is a dataclass; the comment after each field is its one-line doc, which ``--help``
+prints.  A script says which sections it reads by a :class:`Settings` dataclass whose fields are
+those sections (train.py's is :class:`Config`; a tool defines its own beside its code), so
 
-A user's mistake is a :class:`UserError`; :func:`run_main` turns it into one line
-on stderr and exit code 2, never a traceback.
+* a setting of a section the script does not read is refused on the command line, like an unknown
+  one (``sample.py --bench.repeats=3`` is a mistake, not a no-op);
+* a TOML file may hold sections of other scripts (one experiment file serves train.py and
+  sample.py), which are skipped; a section no script of the project reads is refused;
+* a run directory stores exactly what the run read (``config.toml``, and the checkpoint's copy).
+
+``[model]`` is ``model.GPTConfig`` itself (less ``vocab_size``, which comes from the dataset), so a
+model option exists in exactly one place.  A user's mistake is an ``errors.UserError``;
+:func:`run_main` turns it into one line on stderr and exit code 2, never a traceback.
 """
 from __future__ import annotations
 
 import ast
 import dataclasses
+import difflib
 import inspect
 import json
 import os
@@ -23,16 +30,28 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
+from errors import UserError
 from model import GPTConfig
 
+# Every section a TOML file of this project may hold, and the commands that read it; a section named
+# nowhere here is a typo.  The tools' own sections are defined beside their code.
+PROJECT_SECTIONS = {
+    "data": "prepare.py, train.py, eval.py", "model": "train.py", "train": "train.py, sample.py",
+    "sample": "sample.py, train.py", "eval": "eval.py", "export": "export.py", "plot": "plot.py",
+    "bench": "tools/bench.py", "race": "tools/race.py",
+}
+HIDDEN = {("model", "vocab_size")}  # set from the dataset, never by the user
 
-class UserError(Exception):
-    """A mistake the user can fix: reported as one line, exit code 2."""
+
+def need(ok: bool, key: str, what: str) -> None:
+    """A range check of one setting: a UserError naming it as the command line spells it."""
+    if not ok:
+        raise UserError(f"--{key}: {what}")
 
 
-# --------------------------------------------------------------------------- sections
+# --------------------------------------------------------------------------- the core's sections
 
 
 @dataclass
@@ -46,6 +65,18 @@ class DataConfig:
     bpe_train_bytes: int = 8_000_000  # BPE is trained on an evenly spread sample of this many bytes of the corpus
     force: bool = False  # rebuild the dataset even if one with the same settings exists
     threads: int = 0  # threads that encode the corpus in parallel; 0 = one per CPU core
+
+    def check(self) -> None:
+        need(0.0 < self.val_fraction < 1.0, "data.val_fraction",
+             f"must be between 0 and 1 (exclusive), got {self.val_fraction}")
+        need(257 <= self.vocab_size <= 1 << 20, "data.vocab_size", f"must be at least 257, got {self.vocab_size}")
+        need(self.bpe_train_bytes > 0, "data.bpe_train_bytes", "must be positive")
+        need(self.threads >= 0, "data.threads", "must be 0 (one per CPU core) or more")
+
+    @property
+    def sources(self) -> list[str]:
+        """``source`` as a list, whether the user gave one item or several."""
+        return [self.source] if isinstance(self.source, str) else list(self.source)
 
 
 @dataclass
@@ -81,6 +112,31 @@ class TrainConfig:
     overwrite: bool = False  # allow a new run to replace a finished run in out_dir
     sample_at_end: bool = True  # print a short sample when training ends
 
+    def check(self) -> None:
+        need(self.batch_size >= 1, "train.batch_size", f"must be at least 1, got {self.batch_size}")
+        need(self.gradient_accumulation_steps >= 1, "train.gradient_accumulation_steps", "must be at least 1")
+        need(self.max_iters >= 0, "train.max_iters", "must be 0 or more")
+        need(self.max_seconds >= 0, "train.max_seconds", "must be 0 (no limit) or more")
+        need(self.learning_rate > 0, "train.learning_rate", f"must be positive, got {self.learning_rate}")
+        need(0 <= self.min_lr <= self.learning_rate, "train.min_lr", "must be between 0 and train.learning_rate")
+        need(self.muon_lr > 0, "train.muon_lr", "must be positive")
+        need(0 <= self.muon_momentum < 1, "train.muon_momentum", "must be in [0, 1)")
+        need(self.muon_weight_decay >= 0, "train.muon_weight_decay", "must be 0 or more")
+        need(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "train.beta1", "beta1 and beta2 must be in [0, 1)")
+        need(self.weight_decay >= 0, "train.weight_decay", "must be 0 or more")
+        need(self.optimizer in ("adamw", "muon"), "train.optimizer", f"must be 'adamw' or 'muon', got {self.optimizer!r}")
+        need(self.schedule in ("cosine", "wsd"), "train.schedule", f"must be 'cosine' or 'wsd', got {self.schedule!r}")
+        need(self.warmup_iters >= 0, "train.warmup_iters", "must be 0 or more")
+        need(self.lr_decay_iters >= 1, "train.lr_decay_iters", "must be at least 1")
+        need(0 <= self.decay_fraction <= 1, "train.decay_fraction", "must be between 0 and 1")
+        need(self.grad_clip >= 0, "train.grad_clip", "must be 0 (off) or more")
+        for key in ("eval_interval", "eval_iters", "log_interval", "checkpoint_interval"):
+            need(getattr(self, key) >= 1, f"train.{key}", "must be at least 1")
+        need(self.compile in ("auto", "true", "false"), "train.compile",
+             f"must be 'auto', 'true' or 'false', got {self.compile!r}")
+        need(self.dtype in ("auto", "float32", "bfloat16", "float16"), "train.dtype",
+             f"must be 'auto', 'float32', 'bfloat16' or 'float16', got {self.dtype!r}")
+
 
 @dataclass
 class SampleConfig:
@@ -94,165 +150,97 @@ class SampleConfig:
     seed: int = 1337  # random seed: the same seed gives the same text
     device: str = "auto"  # 'auto', 'cpu', 'cuda', 'mps'
 
-
-@dataclass
-class BenchConfig:
-    parts: str = "train,attention,sample,prepare"  # comma-separated parts to run
-    repeats: int = 5  # timed repetitions per figure (the median is reported)
-    warmup: int = 2  # untimed repetitions before timing
-    train_steps: int = 20  # training part: optimizer steps per timed round (GPU: also the GPT-2 steps' minimum)
-    run_steps: int = 2000  # training part: the run length over which compile time is spread (nanoGPT's recipe)
-    gpt2_steps: int = 3  # training part: timed steps of the GPT-2-small MFU figure, after one warm-up; 0 = skip it
-    gpt2_block: int = 0  # training part: GPT-2 small's block size; 0 = 256 on a CPU, 1024 on a GPU
-    gpt2_batch: int = 0  # training part: GPT-2 small's batch size; 0 = 4 on a CPU, 16 on a GPU
-    candidates: bool = True  # training part: also time what train.py does not choose (compile flipped, 1 thread, bf16)
-    attn_batch: int = 8  # attention part: batch size
-    attn_seq: int = 1024  # attention part: sequence length
-    attn_embd: int = 768  # attention part: width
-    attn_heads: int = 12  # attention part: heads
-    attn_sweep: str = "256,512,1024,2048,4096"  # attention part: sequence lengths of the sweep (batch 1)
-    sample_tokens: int = 500  # sampling part: new tokens per measurement
-    sample_blocks: str = "64,256"  # sampling part: block sizes
-    prepare_mb: float = 20.0  # prepare part: megabytes of text encoded
-    json: str = "bench.json"  # where the figures are written as JSON
-    device: str = "auto"  # 'auto', 'cpu', 'cuda'
-    threads: int = 0  # CPU threads of torch (torch.set_num_threads); 0 = torch's default, one per core
-    memory: bool = True  # measure peak memory (on a CPU each figure in a fresh process: a few seconds each)
-    slow_seconds: float = 1.0  # a figure whose single run takes longer gets at most 3 timed runs (marked *)
+    def check(self) -> None:
+        need(self.num_samples >= 1, "sample.num_samples", "must be at least 1")
+        need(self.max_new_tokens >= 0, "sample.max_new_tokens", "must be 0 or more")
+        need(self.temperature >= 0, "sample.temperature", f"must be 0 (greedy) or more, got {self.temperature}")
+        need(self.top_k >= 0, "sample.top_k", "must be 0 (off) or more")
+        need(0 < self.top_p <= 1, "sample.top_p", f"must be in (0, 1], got {self.top_p}")
 
 
-@dataclass
-class RaceConfig:
-    budgets: str = "60"  # comma-separated budgets of training time in seconds, one run per variant each
-    seeds: int = 3  # runs per variant and budget (medians are reported)
-    variants: str = "all"  # comma-separated variant names, or 'all' (see race.py)
-    target_bpb: float = 2.205  # report when val bits per byte first reached this (nanoGPT's CPU recipe, 175 s)
-    jobs: int = 1  # runs at a time, the cores split evenly between them (2 on 2 cores: each run on one thread)
-    eval_interval: int = 25  # steps between evaluations (evaluation time is not counted as training time)
-    out_dir: str = "out-race"  # where the runs are written
-    json: str = "race.json"  # where the figures are written
+def default_model() -> GPTConfig:
+    """The CPU main job's model (``python train.py``); GPTConfig's own defaults are GPT-2's."""
+    return GPTConfig(n_layer=6, n_head=6, n_embd=192, block_size=128, pos_emb="rope", activation="relu2")
 
 
-SECTIONS: dict[str, type] = {
-    "data": DataConfig,
-    "model": GPTConfig,
-    "train": TrainConfig,
-    "sample": SampleConfig,
-    "bench": BenchConfig,
-    "race": RaceConfig,
-}
-HIDDEN = {("model", "vocab_size")}  # set from the dataset, never by the user
+# --------------------------------------------------------------------------- a script's settings
+
+S = TypeVar("S", bound="Settings")
 
 
-@dataclass
-class Config:
-    data: DataConfig = field(default_factory=DataConfig)
-    # the CPU default model (python train.py); GPTConfig's own defaults are GPT-2's
-    model: GPTConfig = field(default_factory=lambda: GPTConfig(n_layer=6, n_head=6, n_embd=192, block_size=128,
-                                                               pos_emb="rope", activation="relu2"))
-    train: TrainConfig = field(default_factory=TrainConfig)
-    sample: SampleConfig = field(default_factory=SampleConfig)
-    bench: BenchConfig = field(default_factory=BenchConfig)
-    race: RaceConfig = field(default_factory=RaceConfig)
+class Settings:
+    """A script's settings: subclass it as a dataclass whose fields are the sections the script reads."""
+
+    @classmethod
+    def sections(cls) -> dict[str, type]:
+        hints = typing.get_type_hints(cls)
+        return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return {name: {k: v for k, v in dataclasses.asdict(getattr(self, name)).items() if (name, k) not in HIDDEN}
-                for name in SECTIONS}
+                for name in self.sections()}
 
     @classmethod
-    def from_dict(cls, d: dict[str, dict[str, Any]], origin: str = "config") -> "Config":
-        cfg = cls()
+    def from_dict(cls: type[S], d: dict[str, Any], origin: str = "config") -> S:
+        """Settings from a TOML document: sections this script reads are applied (unknown keys refused),
+        other scripts' sections are skipped, a section of no script is refused."""
+        settings = cls()
+        mine = cls.sections()
         for name, values in d.items():
-            if name not in SECTIONS:
-                raise UserError(f"{origin}: unknown section [{name}]; known sections: {', '.join(SECTIONS)}")
+            if name not in mine and name not in PROJECT_SECTIONS:
+                raise UserError(f"{origin}: unknown section [{name}]; the project's sections are "
+                                f"{', '.join(f'[{s}]' for s in PROJECT_SECTIONS)}")
             if not isinstance(values, dict):
                 raise UserError(f"{origin}: '{name}' must be a section [{name}], not a value")
-            for key, value in values.items():
-                set_value(cfg, name, key, value, origin)
-        cfg.validate()
-        return cfg
+            if name in mine:
+                for key, value in values.items():
+                    settings.set(name, key, value, origin)
+        settings.validate()
+        return settings
+
+    def set(self, section: str, key: str, value: Any, origin: str) -> None:
+        """One setting, checked (TOML) or parsed (command line) against its declared type."""
+        cls = self.sections()[section]
+        types_ = typing.get_type_hints(cls)
+        if key not in types_ or (section, key) in HIDDEN:
+            known = [k for k in types_ if (section, k) not in HIDDEN]
+            hint = difflib.get_close_matches(key, known, n=1)
+            raise UserError(f"{origin}: unknown setting {section}.{key}"
+                            + (f" (did you mean {section}.{hint[0]}?)" if hint else "") + "; see --help")
+        setattr(getattr(self, section), key, _coerce(value, types_[key], f"{section}.{key}", origin))
 
     def validate(self) -> None:
-        for name in SECTIONS:
+        """Re-run every section's checks on its final values (GPTConfig checks itself when built)."""
+        for name in self.sections():
             section = getattr(self, name)
             try:
-                # GPTConfig validates itself in __post_init__; re-run it on the final values
-                setattr(self, name, dataclasses.replace(section))
+                section = dataclasses.replace(section)
             except ValueError as e:
                 raise UserError(f"[{name}] {e}") from None
-        _check(self)
+            setattr(self, name, section)
+            if hasattr(section, "check"):
+                section.check()
+
+    def to_toml(self) -> str:
+        """The resolved settings as TOML text (saved beside every run)."""
+        out = []
+        for name, values in self.to_dict().items():
+            out.append(f"[{name}]")
+            out += [f"{k} = {toml_value(v)}" for k, v in values.items()]
+            out.append("")
+        return "\n".join(out)
 
 
-def _check(cfg: Config) -> None:
-    """Range checks of the non-model sections: one message naming the key."""
-    d, t, s, b = cfg.data, cfg.train, cfg.sample, cfg.bench
-
-    def need(ok: bool, key: str, what: str) -> None:
-        if not ok:
-            raise UserError(f"--{key}: {what}")
-
-    need(0.0 < d.val_fraction < 1.0, "data.val_fraction", f"must be between 0 and 1 (exclusive), got {d.val_fraction}")
-    need(257 <= d.vocab_size <= 1 << 20, "data.vocab_size", f"must be at least 257, got {d.vocab_size}")
-    need(d.bpe_train_bytes > 0, "data.bpe_train_bytes", "must be positive")
-    need(d.threads >= 0, "data.threads", "must be 0 (one per CPU core) or more")
-    need(t.batch_size >= 1, "train.batch_size", f"must be at least 1, got {t.batch_size}")
-    need(t.gradient_accumulation_steps >= 1, "train.gradient_accumulation_steps", "must be at least 1")
-    need(t.max_iters >= 0, "train.max_iters", "must be 0 or more")
-    need(t.max_seconds >= 0, "train.max_seconds", "must be 0 (no limit) or more")
-    need(t.learning_rate > 0, "train.learning_rate", f"must be positive, got {t.learning_rate}")
-    need(0 <= t.min_lr <= t.learning_rate, "train.min_lr", "must be between 0 and train.learning_rate")
-    need(t.muon_lr > 0, "train.muon_lr", "must be positive")
-    need(0 <= t.muon_momentum < 1, "train.muon_momentum", "must be in [0, 1)")
-    need(t.muon_weight_decay >= 0, "train.muon_weight_decay", "must be 0 or more")
-    need(0 <= t.beta1 < 1 and 0 <= t.beta2 < 1, "train.beta1", "beta1 and beta2 must be in [0, 1)")
-    need(t.weight_decay >= 0, "train.weight_decay", "must be 0 or more")
-    need(t.optimizer in ("adamw", "muon"), "train.optimizer", f"must be 'adamw' or 'muon', got {t.optimizer!r}")
-    need(t.schedule in ("cosine", "wsd"), "train.schedule", f"must be 'cosine' or 'wsd', got {t.schedule!r}")
-    need(t.warmup_iters >= 0, "train.warmup_iters", "must be 0 or more")
-    need(t.lr_decay_iters >= 1, "train.lr_decay_iters", "must be at least 1")
-    need(0 <= t.decay_fraction <= 1, "train.decay_fraction", "must be between 0 and 1")
-    need(t.grad_clip >= 0, "train.grad_clip", "must be 0 (off) or more")
-    for key in ("eval_interval", "eval_iters", "log_interval", "checkpoint_interval"):
-        need(getattr(t, key) >= 1, f"train.{key}", "must be at least 1")
-    need(t.compile in ("auto", "true", "false"), "train.compile", f"must be 'auto', 'true' or 'false', got {t.compile!r}")
-    need(t.dtype in ("auto", "float32", "bfloat16", "float16"), "train.dtype",
-         f"must be 'auto', 'float32', 'bfloat16' or 'float16', got {t.dtype!r}")
-    need(s.num_samples >= 1, "sample.num_samples", "must be at least 1")
-    need(s.max_new_tokens >= 0, "sample.max_new_tokens", "must be 0 or more")
-    need(s.temperature >= 0, "sample.temperature", f"must be 0 (greedy) or more, got {s.temperature}")
-    need(s.top_k >= 0, "sample.top_k", "must be 0 (off) or more")
-    need(0 < s.top_p <= 1, "sample.top_p", f"must be in (0, 1], got {s.top_p}")
-    need(cfg.race.seeds >= 1 and cfg.race.eval_interval >= 1, "race.seeds", "seeds and eval_interval must be at least 1")
-    need(cfg.race.jobs >= 1, "race.jobs", "must be at least 1")
-    try:
-        ok = all(float(x) > 0 for x in cfg.race.budgets.split(",") if x.strip())
-    except ValueError:
-        ok = False
-    need(ok, "race.budgets", f"must be comma-separated positive numbers of seconds, got {cfg.race.budgets!r}")
-    need(b.repeats >= 1 and b.warmup >= 0, "bench.repeats", "repeats must be at least 1 and warmup 0 or more")
-    parts = [p.strip() for p in b.parts.split(",") if p.strip()]
-    need(bool(parts) and all(p in ("train", "attention", "sample", "prepare") for p in parts), "bench.parts",
-         f"must be a comma-separated list of train, attention, sample, prepare; got {b.parts!r}")
-    for key in ("attn_sweep", "sample_blocks"):
-        value = getattr(b, key)
-        need(all(v.strip().isdigit() and int(v) > 0 for v in value.split(",") if v.strip()), f"bench.{key}",
-             f"must be comma-separated positive whole numbers, got {value!r}")
-    for key in ("train_steps", "run_steps", "attn_batch", "attn_seq", "attn_embd", "attn_heads"):
-        need(getattr(b, key) >= 1, f"bench.{key}", "must be at least 1")
-    need(b.attn_embd % b.attn_heads == 0, "bench.attn_embd", f"must be divisible by bench.attn_heads ({b.attn_heads})")
-    for key in ("gpt2_steps", "gpt2_block", "gpt2_batch", "threads", "sample_tokens"):
-        need(getattr(b, key) >= 0, f"bench.{key}", "must be 0 or more")
-    need(b.prepare_mb > 0, "bench.prepare_mb", "must be positive")
-    need(b.slow_seconds > 0, "bench.slow_seconds", "must be positive")
-    need(b.device in ("auto", "cpu", "cuda") or b.device.startswith("cuda:"), "bench.device",
-         f"must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {b.device!r}")
+@dataclass
+class Config(Settings):
+    """What a training run reads, and what its run directory keeps (config.toml, the checkpoint)."""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: GPTConfig = field(default_factory=default_model)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
 
 
 # --------------------------------------------------------------------------- typed values
-
-
-def _field_types(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
 
 
 def _coerce(value: Any, tp: Any, key: str, origin: str) -> Any:
@@ -303,21 +291,15 @@ def _coerce(value: Any, tp: Any, key: str, origin: str) -> Any:
     raise TypeError(f"unsupported setting type {tp!r} for {key}")  # a programming error, not the user's
 
 
-def set_value(cfg: Config, section: str, key: str, value: Any, origin: str) -> None:
-    cls = SECTIONS[section]
-    types_ = _field_types(cls)
-    if key not in types_ or (section, key) in HIDDEN:
-        known = [k for k in types_ if (section, k) not in HIDDEN]
-        hint = _closest(key, known)
-        raise UserError(f"{origin}: unknown setting {section}.{key}" + (f" (did you mean {section}.{hint}?)" if hint else "")
-                        + "; see --help")
-    setattr(getattr(cfg, section), key, _coerce(value, types_[key], f"{section}.{key}", origin))
-
-
-def _closest(key: str, known: list[str]) -> str | None:
-    import difflib
-    m = difflib.get_close_matches(key, known, n=1)
-    return m[0] if m else None
+def toml_value(v: Any) -> str:
+    """One value in TOML's spelling."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    return json.dumps(str(v), ensure_ascii=False)  # JSON's string escapes are valid TOML
 
 
 # --------------------------------------------------------------------------- docs for --help
@@ -335,23 +317,20 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
-def help_text(prog: str, sections: tuple[str, ...], summary: str) -> str:
+def help_text(settings: type[Settings], prog: str, summary: str) -> str:
     out = [f"usage: python {prog} [CONFIG.toml] [--section.key=value ...]", "", summary, "",
            "Settings come from the defaults below, then CONFIG.toml, then the command line.",
            "Booleans take true/false; lists take comma-separated values on the command line."]
-    defaults = Config()
-    for name in sections:
-        cls = SECTIONS[name]
-        docs = field_docs(cls)
-        types_ = _field_types(cls)
+    defaults = settings()
+    for name, cls in settings.sections().items():
+        docs, types_ = field_docs(cls), typing.get_type_hints(cls)
         out += ["", f"[{name}]"]
         for f in dataclasses.fields(cls):
             if (name, f.name) in HIDDEN:
                 continue
             tp = types_[f.name]
             tname = getattr(tp, "__name__", str(tp)) if not typing.get_args(tp) else str(tp)
-            default = getattr(getattr(defaults, name), f.name)
-            out.append(f"  --{name}.{f.name}={toml_value(default)}  ({tname})")
+            out.append(f"  --{name}.{f.name}={toml_value(getattr(getattr(defaults, name), f.name))}  ({tname})")
             out.append(f"      {docs.get(f.name, '')}")
     return "\n".join(out)
 
@@ -372,16 +351,16 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise UserError(f"config file {path} is not UTF-8 text") from None
 
 
-def parse_args(argv: list[str], prog: str, sections: tuple[str, ...], summary: str,
-               flags: tuple[str, ...] = ()) -> Config:
-    """``[CONFIG.toml] [--section.key=value ...]`` to a validated :class:`Config`.
+def parse_args(argv: list[str], settings: type[S], prog: str, summary: str = "",
+               flags: tuple[str, ...] = ()) -> S:
+    """``[CONFIG.toml] [--section.key=value ...]`` to validated ``settings``.
 
     ``flags`` are bare switches a script accepts as shorthands, e.g. ``--force`` for ``--data.force=true``
     is passed as ``("force:data.force",)``.
     """
     shorthand = dict(f.split(":", 1) for f in flags)
     if any(a in ("-h", "--help") for a in argv):
-        print(help_text(prog, sections, summary))
+        print(help_text(settings, prog, summary))
         for flag, key in shorthand.items():
             print(f"\n  --{flag}  is short for --{key}=true")
         raise SystemExit(0)
@@ -393,41 +372,22 @@ def parse_args(argv: list[str], prog: str, sections: tuple[str, ...], summary: s
                 body = shorthand[body] + "=true"
             if "=" not in body or "." not in body.split("=", 1)[0]:
                 raise UserError(f"bad argument {a!r}: settings are written --section.key=value (see --help)")
-            k, v = body.split("=", 1)
-            overrides.append((k, v))
+            overrides.append(body.split("=", 1))
         elif cfg_file is None:
             cfg_file = a
         else:
             raise UserError(f"unexpected argument {a!r}: give at most one config file, then --section.key=value settings")
-    cfg = Config.from_dict(load_toml(cfg_file), origin=cfg_file) if cfg_file else Config()
+    cfg = settings.from_dict(load_toml(cfg_file), origin=cfg_file) if cfg_file else settings()
+    mine = settings.sections()
     for k, v in overrides:
         section, key = k.split(".", 1)
-        if section not in SECTIONS:
-            raise UserError(f"unknown section in --{k}; known sections: {', '.join(SECTIONS)}")
-        set_value(cfg, section, key, v, "command line")
+        if section not in mine:
+            reads = ", ".join(f"[{s}]" for s in mine)
+            what = f"does not read [{section}] settings" if section in PROJECT_SECTIONS else f"has no section [{section}]"
+            raise UserError(f"--{k}: {prog} {what}; it reads {reads} (see --help)")
+        cfg.set(section, key, v, "command line")
     cfg.validate()
     return cfg
-
-
-def toml_value(v: Any) -> str:
-    """One value in TOML's spelling."""
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, list):
-        return "[" + ", ".join(toml_value(x) for x in v) + "]"
-    return json.dumps(str(v), ensure_ascii=False)  # JSON's string escapes are valid TOML
-
-
-def to_toml(cfg: Config) -> str:
-    """The resolved config as TOML text, saved beside every run."""
-    out = []
-    for name, values in cfg.to_dict().items():
-        out.append(f"[{name}]")
-        out += [f"{k} = {toml_value(v)}" for k, v in values.items()]
-        out.append("")
-    return "\n".join(out)
 
 
 def run_main(main: Callable[[list[str]], int | None]) -> None:

@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from config import UserError
+from errors import UserError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -84,32 +84,52 @@ def peak_flops(device: torch.device, dtype: torch.dtype) -> float:
         for fragment, peak in GPU_PEAKS:
             if fragment in name:
                 return peak
-    return _probe(str(device), dtype)
+    return _measured_peak(str(device), dtype)
+
+
+class MatmulProbe:
+    """The peak a machine without a known table entry is measured against: square matmuls of
+    ``PROBE_N`` into a preallocated output, each call timed; the peak is the fastest call.
+
+    The fastest, not the median: a peak is the best this hardware did in this process, and a busy
+    machine only ever slows a run down, so MFU against it stays conservative.  train.py measures it
+    once at the start; tools/bench.py times the same probe in rounds with the steps it measures.
+    """
+
+    def __init__(self, device: torch.device, dtype: torch.dtype, n: int | None = None):
+        self.n = n or PROBE_N
+        self.device = device
+        self.a, self.b, self.out = (torch.randn(self.n, self.n, device=device).to(dtype) for _ in range(3))
+        self.times: list[float] = []
+
+    def __call__(self) -> None:
+        sync(self.device)
+        t0 = time.perf_counter()
+        torch.mm(self.a, self.b, out=self.out)
+        sync(self.device)
+        self.times.append(time.perf_counter() - t0)
+
+    @property
+    def peak_flops(self) -> float:
+        return 2.0 * self.n**3 / min(self.times)
+
+
+PROBE_N = 2048  # the matmul whose FLOP rate is a CPU's peak for MFU
 
 
 @functools.lru_cache(maxsize=None)
-def _probe(device: str, dtype: torch.dtype, n: int = 2048, repeats: int = 3) -> float:
-    """FLOP/s of an n³ matmul on ``device``: the median of a few timed runs after one warm-up.
-
-    On a CPU this is what a well-shaped training step can approach (a small model reaches a good
-    fraction of it), so MFU against it says how much of the machine the run uses.
-    """
-    dev = torch.device(device)
-    n = n if dev.type != "cpu" or dtype == torch.float32 else n // 2  # bf16 on CPUs can be very slow
-    a = torch.randn(n, n, device=dev).to(dtype)
-    b = torch.randn(n, n, device=dev).to(dtype)
-    times = []
-    for i in range(repeats + 1):
-        _sync(dev)
-        t0 = time.perf_counter()
-        a @ b
-        _sync(dev)
-        if i:
-            times.append(time.perf_counter() - t0)
-    return 2 * n**3 / sorted(times)[len(times) // 2]
+def _measured_peak(device: str, dtype: torch.dtype, repeats: int = 3) -> float:
+    """The probe's peak after one untimed warm-up call, once per process, device and dtype."""
+    probe = MatmulProbe(torch.device(device), dtype)
+    probe()
+    probe.times.clear()
+    for _ in range(repeats):
+        probe()
+    return probe.peak_flops
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work, so that a timer around it measures the work."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     elif device.type == "mps":

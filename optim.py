@@ -17,10 +17,12 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 
-from config import TrainConfig
+if TYPE_CHECKING:  # the settings' type only; the optimizers need nothing else of config.py
+    from config import TrainConfig
 
 NS_COEFFS = (3.4445, -4.7750, 2.0315)  # quintic Newton–Schulz coefficients of modded-nanogpt
 

@@ -29,7 +29,6 @@ import re
 import shutil
 import sys
 import sysconfig
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -45,7 +44,9 @@ import tiktoken
 from tqdm import tqdm
 
 import tokenizer as tok
-from config import DataConfig, UserError, parse_args, run_main
+from config import DataConfig, Settings, default_model, parse_args, run_main
+from errors import UserError
+from model import GPTConfig
 
 FORMAT_VERSION = 1
 BLOCK = 1 << 20  # bytes read, decoded and encoded as one piece
@@ -107,7 +108,7 @@ def resolve_source(cfg: DataConfig, downloads: Path, exclude: Path | None = None
     """``data.source`` -> a Corpus. Files named directly must be text; files found in a directory, a glob or
     the standard library are skipped (with a warning) when binary or not UTF-8. Files found under
     ``exclude`` (the dataset directory itself, when a source directory holds it) are left out."""
-    items = [cfg.source] if isinstance(cfg.source, str) else list(cfg.source)
+    items = cfg.sources
     if not items or not all(items):
         raise UserError("data.source is empty; give a text file, a directory, a glob, a list of them, a URL "
                         "or 'python-stdlib'")
@@ -303,7 +304,7 @@ def split_segments(corpus: Corpus, at: tuple[int, int]) -> dict[str, list[Segmen
 def bpe_sample(corpus: Corpus, train: list[Segment], n_bytes: int, piece: int = SAMPLE_PIECE) -> tuple[Iterator[str], int]:
     """The text a BPE learns from, and its size in bytes: the train split (never val) if it has at most
     ``n_bytes``, else ``n_bytes / piece`` pieces spread evenly over it, each without its partial first and
-    last lines. Counting chunks is the slowest part of training (~3 MB/s), hence the sample."""
+    last lines. Counting chunks is the slowest part of training, hence the sample."""
     total = sum(e - s for _, s, e in train)
     if total <= n_bytes:
         return (decode(raw)[0] for i, s, e in train for raw in read_blocks(corpus.files[i], s, e)), total
@@ -427,7 +428,7 @@ def dataset_dir(cfg: DataConfig) -> Path:
     """``data.dir``, or ``data/<source>-<tokenizer>`` (e.g. data/python-stdlib-bpe4096) in the current directory."""
     if cfg.dir:
         return Path(cfg.dir).expanduser()
-    items = [cfg.source] if isinstance(cfg.source, str) else list(cfg.source)
+    items = cfg.sources
     stem = source_name(items[0] if items else "empty") + (f"+{len(items) - 1}" if len(items) > 1 else "")
     kind = tok.tokenizer_kind(cfg.tokenizer)
     name = f"bpe{cfg.vocab_size}" if kind == "bpe" else (Path(cfg.tokenizer).stem if kind == "file" else cfg.tokenizer)
@@ -671,53 +672,18 @@ def open_dataset(directory: str | Path) -> Dataset:
                    spec["vocab_size"], spec["eot_id"], fingerprint(meta))
 
 
-# --------------------------------------------------------------------------- benchmark helper
-
-
-def encode_throughput(text: str | bytes | Path, tokenizer: tiktoken.Encoding, threads: int = 0,
-                      repeats: int = 1) -> dict:
-    """Prepare's encoding path against raw tiktoken on the same text, for bench.py.
-
-    Times (a) :func:`encode_segments` streaming the text from a file (in the page cache) to a .bin file,
-    with ``threads`` threads (0: one per core); (b) ``tokenizer.encode_ordinary_batch`` on the same ~1 MB
-    blocks already in memory, with as many threads; (c) ``encode_ordinary`` on one thread. Each is the
-    best of ``repeats``, interleaved so that a busy machine slows all alike. Returns their MB/s and
-    ``ratio`` = (a) / (b), which the issue wants at >= 0.8.
-    """
-    threads = threads or default_threads()
-    best = {"prepare": float("inf"), "batch": float("inf"), "single": float("inf")}
-    with tempfile.TemporaryDirectory() as d:
-        path = text if isinstance(text, Path) else Path(d) / "text.txt"
-        if not isinstance(text, Path):
-            path.write_bytes(text.encode("utf-8") if isinstance(text, str) else text)
-        corpus = Corpus([path], [path.stat().st_size])
-        blocks = [decode(raw)[0] for raw in read_blocks(path, 0, corpus.total)]
-        for _ in range(repeats):
-            t = time.perf_counter()
-            with tqdm(disable=True) as bar:
-                stats = encode_segments(corpus, [(0, 0, corpus.total)], encoder_for(tokenizer, "file"),
-                                        tokenizer.eot_token, np.dtype(np.uint32), Path(d) / "out.bin", threads, bar)
-            best["prepare"] = min(best["prepare"], time.perf_counter() - t)
-            t = time.perf_counter()
-            n_batch = sum(map(len, tokenizer.encode_ordinary_batch(blocks, num_threads=threads)))
-            best["batch"] = min(best["batch"], time.perf_counter() - t)
-            t = time.perf_counter()
-            for b in blocks:
-                tokenizer.encode_ordinary(b)
-            best["single"] = min(best["single"], time.perf_counter() - t)
-    assert n_batch == stats.tokens, "prepare's tokens differ from tiktoken's"
-    mb = corpus.total / 1e6
-    return {"mb": round(mb, 3), "tokens": stats.tokens, "threads": threads, "prepare_mb_s": mb / best["prepare"],
-            "tiktoken_batch_mb_s": mb / best["batch"], "tiktoken_single_mb_s": mb / best["single"],
-            "ratio": best["batch"] / best["prepare"]}
-
-
 # --------------------------------------------------------------------------- command line
 
 
+@dataclass
+class PrepareSettings(Settings):
+    data: DataConfig = field(default_factory=DataConfig)
+    model: GPTConfig = field(default_factory=default_model)  # block_size only: each split must hold one window
+
+
 def main(argv: list[str]) -> int:
-    cfg = parse_args(argv, "prepare.py", ("data",), SUMMARY, flags=("force:data.force",))
-    prepare(cfg.data, min_tokens=cfg.model.block_size + 1)  # enough for one window of [model] (from CONFIG.toml)
+    cfg = parse_args(argv, PrepareSettings, "prepare.py", SUMMARY, flags=("force:data.force",))
+    prepare(cfg.data, min_tokens=cfg.model.block_size + 1)  # as train.py will ask of it
     return 0
 
 

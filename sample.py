@@ -26,6 +26,7 @@ import codecs
 import math
 import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, TextIO
 
@@ -34,7 +35,9 @@ import torch
 
 import hardware
 from checkpoint import find_checkpoint, load_checkpoint, model_from_checkpoint
-from config import Config, UserError, parse_args, run_main
+from config import SampleConfig, Settings, TrainConfig, parse_args, run_main
+from errors import UserError
+from model import GPT
 from tokenizer import load_tokenizer
 
 SUMMARY = """Continue a prompt with a trained GPT, streaming the text to stdout.
@@ -108,7 +111,25 @@ def stream_samples(columns: Iterable[torch.Tensor], enc: tiktoken.Encoding, num_
     return ["".join(p) for p in pieces]
 
 
-def sample(cfg: Config, out: TextIO) -> list[str]:
+def generate_texts(model: GPT, enc: tiktoken.Encoding, ids: list[int], s: SampleConfig, device: torch.device,
+                   out: TextIO | None = None) -> list[str]:
+    """``s.num_samples`` continuations of the token ids ``ids``, generated as one batch with ``s``'s
+    temperature, top-k, top-p and seed; sample 0 streams to ``out``.  Put the model in eval() first."""
+    idx = torch.tensor([ids] * s.num_samples, dtype=torch.long, device=device)  # (num_samples, T)
+    generator = torch.Generator(device=device).manual_seed(s.seed)
+    with torch.inference_mode():
+        columns = model.generate_stream(idx, s.max_new_tokens, temperature=s.temperature, top_k=s.top_k or None,
+                                        top_p=s.top_p if s.top_p < 1.0 else None, generator=generator)
+        return stream_samples(columns, enc, s.num_samples, out)
+
+
+@dataclass
+class SampleSettings(Settings):
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)  # out_dir (the default checkpoint) and dtype
+
+
+def sample(cfg: SampleSettings, out: TextIO) -> list[str]:
     """Generate ``cfg.sample.num_samples`` samples, streaming the first to ``out``; returns the full texts."""
     s = cfg.sample
     path = find_checkpoint(s.checkpoint or cfg.train.out_dir)
@@ -131,14 +152,9 @@ def sample(cfg: Config, out: TextIO) -> list[str]:
         print(f"warning: the prompt is longer than the model's context of {model.config.block_size} tokens; "
               "only its tail is used", file=sys.stderr)
         text = enc.decode(ids, errors="replace")  # echo what the model actually sees
-    idx = torch.tensor([ids] * s.num_samples, dtype=torch.long, device=device)  # (num_samples, T)
-    generator = torch.Generator(device=device).manual_seed(s.seed)
-
     out.write(text)
-    with torch.inference_mode(), hardware.autocast(device, dtype):
-        columns = model.generate_stream(idx, s.max_new_tokens, temperature=s.temperature, top_k=s.top_k or None,
-                                        top_p=s.top_p if s.top_p < 1.0 else None, generator=generator)
-        continuations = stream_samples(columns, enc, s.num_samples, out)
+    with hardware.autocast(device, dtype):
+        continuations = generate_texts(model, enc, ids, s, device, out)
     samples = [text + c for c in continuations]
     if s.num_samples == 1:
         out.write("\n")
@@ -152,7 +168,7 @@ def sample(cfg: Config, out: TextIO) -> list[str]:
 
 def main(argv: list[str]) -> int:
     try:
-        sample(parse_args(argv, "sample.py", ("sample", "train"), SUMMARY), sys.stdout)
+        sample(parse_args(argv, SampleSettings, "sample.py", SUMMARY), sys.stdout)
     except BrokenPipeError:  # e.g. `python sample.py | head`: the reader has gone, which is fine
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
     return 0

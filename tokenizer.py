@@ -21,6 +21,7 @@ import hashlib
 import heapq
 import re
 import sys
+import tempfile
 import unicodedata
 from collections import Counter
 from pathlib import Path
@@ -29,7 +30,7 @@ from typing import Iterable
 import tiktoken
 from tqdm import tqdm
 
-from config import UserError
+from errors import UserError
 
 EOT = "<|endoftext|>"
 RANK_FILE = "tokenizer.tiktoken"  # the file name of a trained BPE inside a dataset directory
@@ -70,6 +71,20 @@ def tokenizer_kind(arg: str) -> str:
         raise UserError(f"data.tokenizer: rank file {arg} not found; give the path of an existing .tiktoken file")
     raise UserError(f"data.tokenizer: unknown tokenizer {arg!r}; use 'bytes', 'bpe', a tiktoken encoding name "
                     f"({', '.join(sorted(tiktoken.list_encoding_names()))}) or the path of a .tiktoken rank file")
+
+
+def vocab_size_for(tokenizer: str, bpe_vocab_size: int) -> int:
+    """The vocabulary a dataset prepared with ``data.tokenizer = tokenizer`` gets, without preparing one
+    (a trained BPE may come out smaller on a tiny corpus; ``bpe_vocab_size`` is what it aims for)."""
+    kind = tokenizer_kind(tokenizer)
+    if kind == "bytes":
+        return bytes_spec()["vocab_size"]
+    if kind == "bpe":
+        return bpe_vocab_size
+    if kind == "tiktoken":
+        return named_spec(tokenizer)["vocab_size"]
+    with tempfile.TemporaryDirectory() as d:
+        return file_spec(Path(tokenizer).expanduser(), Path(d))["vocab_size"]
 
 
 def file_sha256(path: Path) -> str:

@@ -7,8 +7,11 @@ import json
 import pytest
 import torch
 
-import bench
-from config import UserError, parse_args
+import hardware
+import tokenizer as tok
+from config import parse_args
+from errors import UserError
+from tools import bench
 
 TINY = ["--bench.repeats=1", "--bench.warmup=1", "--bench.train_steps=1", "--bench.gpt2_steps=0",
         "--bench.candidates=false", "--bench.memory=false",
@@ -20,9 +23,9 @@ TINY = ["--bench.repeats=1", "--bench.warmup=1", "--bench.train_steps=1", "--ben
 
 
 def test_every_part_runs_and_writes_json(tmp_path, monkeypatch):
-    monkeypatch.setattr(bench, "PROBE_N", 256)  # the MFU probe's matmul: its size is not under test
-    monkeypatch.setattr(bench.hardware, "peak_flops", lambda device, dtype: 1e11)
-    cfg = parse_args(TINY + [f"--bench.json={tmp_path / 'b.json'}"], "bench.py", ("bench", "model", "train", "data"), "")
+    monkeypatch.setattr(hardware, "PROBE_N", 256)  # the MFU probe's matmul: its size is not under test
+    monkeypatch.setattr(hardware, "peak_flops", lambda device, dtype: 1e11)
+    cfg = parse_args(TINY + [f"--bench.json={tmp_path / 'b.json'}"], bench.BenchSettings, "bench.py")
     printed = []
     res = bench.run(cfg, say=printed.append)
     on_disk = json.loads((tmp_path / "b.json").read_text())
@@ -37,6 +40,14 @@ def test_every_part_runs_and_writes_json(tmp_path, monkeypatch):
     text = "\n".join(printed)
     for title in ("train (a)", "attention at B=2", "attention sweep", "sampling", "prepare:"):
         assert title in text
+
+
+def test_encode_throughput_compares_prepare_with_raw_tiktoken(tmp_path):
+    path = tmp_path / "text.txt"
+    path.write_text("def f(x):\n    return x + 1\n" * 100, encoding="utf-8")
+    r = bench.encode_throughput(path, tok.load_tokenizer(tok.bytes_spec(), tmp_path), threads=2)
+    assert r["tokens"] == path.stat().st_size and r["threads"] == 2
+    assert all(r[k] > 0 for k in ("prepare_mb_s", "tiktoken_batch_mb_s", "tiktoken_single_mb_s", "ratio"))
 
 
 def test_interleave_times_every_fn_and_bounds_slow_ones():
@@ -77,4 +88,4 @@ def test_peak_memory_in_a_fresh_process_grows_with_materialised_scores():
                                  "--bench.gpt2_steps=-1"])
 def test_bad_settings_are_user_errors(arg):
     with pytest.raises(UserError, match=arg.split("=")[0][2:]):
-        parse_args([arg], "bench.py", ("bench", "model", "train", "data"), "")
+        parse_args([arg], bench.BenchSettings, "bench.py")

@@ -15,7 +15,7 @@ import torch
 
 from checkpoint import (FORMAT, find_checkpoint, load_checkpoint, model_from_checkpoint, save_checkpoint,
                         strip_wrapper_prefixes)
-from config import UserError
+from errors import UserError
 from model import GPT, GPTConfig
 
 ROOT = Path(__file__).resolve().parents[1]

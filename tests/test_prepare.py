@@ -16,7 +16,8 @@ import pytest
 
 import prepare as P
 import tokenizer as tok
-from config import DataConfig, UserError, run_main
+from config import DataConfig, run_main
+from errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 LINES = ["Grüße aus Köln — „Zitat“ ½\n", "    indented line with 日本語\n", "x = [1, 2, 3]  # code\n", "\n",
@@ -322,12 +323,6 @@ def test_url_source(tmp_path):
     P.prepare(data_cfg(tmp_path, url, sha256=digest, dir=str(tmp_path / "again")), progress=False)  # offline: cached
     with pytest.raises(UserError, match="cannot download"):
         P.prepare(data_cfg(tmp_path, url.replace("book", "new"), sha256=digest), progress=False)
-
-
-def test_encode_throughput_helper():
-    r = P.encode_throughput(text_of(2000), tok.load_tokenizer(tok.bytes_spec(), Path(".")), threads=2)
-    assert r["tokens"] == len(text_of(2000).encode()) and r["threads"] == 2
-    assert all(r[k] > 0 for k in ("prepare_mb_s", "tiktoken_batch_mb_s", "tiktoken_single_mb_s", "ratio"))
 
 
 @pytest.mark.slow

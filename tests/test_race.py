@@ -6,16 +6,17 @@ from pathlib import Path
 
 import pytest
 
-import race
+from errors import UserError
+from tools import race
 from config import parse_args
 
 RECIPE = str(Path(__file__).resolve().parents[1] / "config" / "text-cpu.toml")
 
 
 def test_every_variant_is_a_valid_config_that_differs_from_the_recipe():
-    recipe = parse_args([RECIPE], "race.py", ("race",), "")
+    recipe = parse_args([RECIPE], race.RaceSettings, "race.py")
     for name, settings in race.variants(recipe).items():
-        cfg = parse_args([RECIPE, *race.overrides(settings)], "race.py", ("race",), "")
+        cfg = parse_args([RECIPE, *race.overrides(settings)], race.RaceSettings, "race.py")
         changed = {f"{s}.{k}" for s in ("data", "model", "train")
                    for k, v in vars(getattr(cfg, s)).items() if getattr(getattr(recipe, s), k) != v}
         assert (changed == set()) == (name == "recipe"), name
@@ -38,7 +39,6 @@ def test_read_run_takes_last_eval_and_first_time_at_target(tmp_path):
 
 
 def test_unknown_variant_is_a_users_error():
-    from config import UserError
     with pytest.raises(UserError, match="unknown nope"):
         race.main([RECIPE, "--race.variants=recipe,nope"])
 

@@ -11,7 +11,7 @@ import pytest
 import tiktoken
 
 import tokenizer as tok
-from config import UserError
+from errors import UserError
 
 UNICODE = ("Grüße aus Köln! 日本語のテキスト, emoji 🎉🧪, Ελληνικά, עברית, ½ Ⅻ ٣٤٥, tabs\tand\r\nCRLF,\n"
            "    indented code: def f(x): return x**2  # ok\n\n\nI'M you'Ll ſ's \u0301e\u00a0\u2003 <|endoftext|> end  ")

@@ -23,7 +23,8 @@ import torch
 import hardware
 import train
 from checkpoint import load_checkpoint, model_from_checkpoint
-from config import Config, DataConfig, UserError, parse_args
+from config import Config, DataConfig, parse_args
+from errors import UserError
 from prepare import open_dataset, prepare
 from tokenizer import load_tokenizer
 
@@ -112,7 +113,7 @@ def test_prepare_train_sample_end_to_end(tmp_path, capsys):
 
     # the saved config is the resolved one; the checkpoint samples with the run directory's own tokenizer
     saved = Config.from_dict(tomllib.loads((out / "config.toml").read_text()))
-    assert saved.to_dict() == parse_args(args, "train.py", ("data", "model", "train", "sample"), "").to_dict()
+    assert saved.to_dict() == parse_args(args, Config, "train.py").to_dict()
     enc = load_tokenizer(ckpt["tokenizer"], out)
     model = model_from_checkpoint(load_checkpoint(out / "best.pt"))
     ids = model.generate(torch.tensor([[enc.eot_token]]), 20, temperature=0,
@@ -141,8 +142,8 @@ def test_metrics_records(data, tmp_path):
 
 def test_data_windows_are_stateless_and_eval_windows_fixed(data):
     ds = open_dataset(data["data.dir"])
-    a = train.Batches(ds, 32, 4, eval_iters=3, seed=7, device=torch.device("cpu"))
-    b = train.Batches(ds, 32, 4, eval_iters=3, seed=7, device=torch.device("cpu"))
+    a = train.Batches(ds.train, ds.val, 32, 4, eval_iters=3, seed=7, device=torch.device("cpu"))
+    b = train.Batches(ds.train, ds.val, 32, 4, eval_iters=3, seed=7, device=torch.device("cpu"))
     x, y = a.train(5, 1)
     assert x.shape == y.shape == (4, 32) and x.dtype == torch.int64
     assert torch.equal(x[:, 1:], y[:, :-1])  # targets are the inputs shifted by one
@@ -272,10 +273,9 @@ def test_ddp_two_processes_match_one(data, tmp_path):
 
 
 def test_accumulation_must_divide_over_processes(data, tmp_path):
-    cfg = parse_args(argv(data, tmp_path / "run", train__gradient_accumulation_steps=2), "train.py",
-                     ("data", "model", "train"), "")
+    cfg = parse_args(argv(data, tmp_path / "run", train__gradient_accumulation_steps=2), Config, "train.py")
     with pytest.raises(UserError, match="divisible by the number of processes"):
-        train.Trainer(cfg, train.Dist(rank=0, local_rank=0, world_size=3), torch.device("cpu"))
+        train.Trainer(cfg, train.Proc(rank=0, local_rank=0, world_size=3), torch.device("cpu"))
     assert not (tmp_path / "run").exists()
 
 
@@ -338,15 +338,15 @@ def test_compile_auto_rule():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     cfg = Config()
     cfg.train.max_seconds, cfg.train.max_iters = 0.0, 2000
-    assert train.should_compile(cfg, cuda, 0.01)
-    assert not train.should_compile(cfg, cpu, 0.08)  # nanoGPT's CPU recipe: 160 s, compile would not pay
-    assert train.should_compile(cfg, cpu, 0.5)  # 1000 s of training
+    assert train.should_compile(cfg.train, cuda, 0.01)
+    assert not train.should_compile(cfg.train, cpu, 0.08)  # nanoGPT's CPU recipe: 160 s, compile would not pay
+    assert train.should_compile(cfg.train, cpu, 0.5)  # 1000 s of training
     cfg.train.max_seconds = 60.0
-    assert not train.should_compile(cfg, cpu, 1.0)  # a time budget is the expected time
+    assert not train.should_compile(cfg.train, cpu, 1.0)  # a time budget is the expected time
     cfg.train.compile = "true"
-    assert train.should_compile(cfg, cpu, 0.0)
+    assert train.should_compile(cfg.train, cpu, 0.0)
     cfg.train.compile = "false"
-    assert not train.should_compile(cfg, cuda, 1.0)
+    assert not train.should_compile(cfg.train, cuda, 1.0)
 
 
 # --------------------------------------------------------------------------- config files
@@ -354,17 +354,17 @@ def test_compile_auto_rule():
 
 @pytest.mark.parametrize("path", sorted((ROOT / "config").glob("*.toml")), ids=lambda p: p.name)
 def test_config_files_are_valid(path):
-    cfg = parse_args([str(path)], "train.py", ("data", "model", "train", "sample"), "")
+    cfg = parse_args([str(path)], Config, "train.py")
     assert cfg.model.n_embd % cfg.model.n_head == 0
 
 
 def test_cpu_config_spells_out_the_defaults():
-    cfg = parse_args([str(ROOT / "config" / "cpu.toml")], "train.py", ("data", "model", "train", "sample"), "")
+    cfg = parse_args([str(ROOT / "config" / "cpu.toml")], Config, "train.py")
     assert cfg.to_dict() == Config().to_dict()
 
 
 def test_gpt2_config_is_nanogpts_recipe():
-    cfg = parse_args([str(ROOT / "config" / "gpt2-124m.toml")], "train.py", ("data", "model", "train"), "")
+    cfg = parse_args([str(ROOT / "config" / "gpt2-124m.toml")], Config, "train.py")
     m, t = cfg.model, cfg.train
     assert (m.n_layer, m.n_head, m.n_embd, m.block_size, m.pos_emb, m.tie_embeddings) == (12, 12, 768, 1024, "learned", True)
     assert t.batch_size * t.gradient_accumulation_steps * m.block_size == 491_520

@@ -1,6 +1,6 @@
 """The CPU race: how good a model does each option buy in a fixed budget of training time?
 
-``python race.py [CONFIG.toml] [--race.KEY=VALUE ...]`` trains the config's recipe and one variant
+``python tools/race.py [CONFIG.toml] [--race.KEY=VALUE ...]`` trains the config's recipe and one variant
 per option, each differing from the recipe in that option alone, for each time budget in
 ``race.budgets`` and each of ``race.seeds`` seeds, then prints the median val bits per byte of each
 (variant, budget) and the training time at which the recipe first reached ``race.target_bpb``.
@@ -9,7 +9,7 @@ Each run is ``train.py`` in a subprocess with ``--train.max_seconds`` set, so th
 the budget; ``train_seconds`` excludes evaluation and checkpoints, and preparing the corpus happens
 once up front and is reported apart.  Example (the README's ablation table):
 
-    python race.py config/text-cpu.toml --data.source=../shared/data/pride-and-prejudice.txt \\
+    python tools/race.py config/text-cpu.toml --data.source=pride-and-prejudice.txt \\
         --race.budgets=60 --race.seeds=3
 
 Runs are sequential by default, so a full table takes variants x budgets x seeds x (budget + ~15 s).
@@ -27,16 +27,47 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from config import Config, UserError, parse_args, run_main, toml_value
-from prepare import dataset_dir, prepare
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the core's modules live at the repository's top level
+
+from config import Config, need, parse_args, run_main, toml_value  # noqa: E402
+from errors import UserError  # noqa: E402
+from prepare import dataset_dir, prepare  # noqa: E402
 
 SUMMARY = "Ablate the model and optimizer options in fixed budgets of training time (val bits per byte)."
-ROOT = Path(__file__).resolve().parent
 
 
-def variants(cfg: Config) -> dict[str, dict[str, object]]:
+@dataclass
+class RaceConfig:
+    budgets: str = "60"  # comma-separated budgets of training time in seconds, one run per variant each
+    seeds: int = 3  # runs per variant and budget (medians are reported)
+    variants: str = "all"  # comma-separated variant names, or 'all' (see race.py)
+    target_bpb: float = 0.0  # also report the training time at which val bits per byte first reached this; 0 = off
+    jobs: int = 1  # runs at a time, the cores split evenly between them (2 on 2 cores: each run on one thread)
+    eval_interval: int = 25  # steps between evaluations (evaluation time is not counted as training time)
+    out_dir: str = "out-race"  # where the runs are written
+    json: str = "race.json"  # where the figures are written
+
+    def check(self) -> None:
+        need(self.seeds >= 1 and self.eval_interval >= 1, "race.seeds", "seeds and eval_interval must be at least 1")
+        need(self.jobs >= 1, "race.jobs", "must be at least 1")
+        try:
+            ok = all(float(x) > 0 for x in self.budgets.split(",") if x.strip())
+        except ValueError:
+            ok = False
+        need(ok, "race.budgets", f"must be comma-separated positive numbers of seconds, got {self.budgets!r}")
+
+
+@dataclass
+class RaceSettings(Config):
+    """train.py's settings (passed on to every run) and [race]."""
+    race: RaceConfig = field(default_factory=RaceConfig)
+
+
+def variants(cfg: RaceSettings) -> dict[str, dict[str, object]]:
     """Each option flipped against the recipe: name -> the settings that differ from ``cfg``."""
     m, t = cfg.model, cfg.train
     other_opt = ({"train.optimizer": "adamw", "train.learning_rate": 3e-3, "train.min_lr": 3e-4}
@@ -77,7 +108,7 @@ def read_run(run_dir: Path, target: float) -> dict[str, float | None]:
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in records if "val_bpb" in r]
     trains = [r for r in records if "tokens_per_s" in r]
-    hit = next((r["train_seconds"] for r in evals if r["val_bpb"] <= target), None)
+    hit = next((r["train_seconds"] for r in evals if r["val_bpb"] <= target), None) if target > 0 else None
     return {"val_bpb": evals[-1]["val_bpb"], "best_val_bpb": min(r["val_bpb"] for r in evals),
             "train_bpb": evals[-1].get("train_bpb"), "steps": evals[-1]["step"],
             "train_seconds": evals[-1]["train_seconds"], "seconds_to_target": hit,
@@ -97,7 +128,7 @@ def markdown_table(results: dict[str, dict], target: float) -> str:
     for b in budgets:
         seeds = max(len(res["runs"]) for res in results.values() if res["budget_s"] == b)
         head += [f"val bpb at {b:g} s ({f'median of {seeds}' if seeds > 1 else '1 seed'})", "Δ"]
-    head += [f"reached {target} bpb at", "tokens/s"]
+    head += [f"reached {target} bpb at"] * (target > 0) + ["tokens/s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in names:
         settings = next(v["settings"] for v in results.values() if v["variant"] == name)
@@ -107,15 +138,16 @@ def markdown_table(results: dict[str, dict], target: float) -> str:
             row.append(f"{res['val_bpb']:.3f}" if res else "not run")
             row.append(f"{res['val_bpb'] - base['val_bpb']:+.3f}" if res and base else "")
         first = results.get(result_key(name, budgets[0]))  # time to target and speed: the shortest budget
-        hit = first["seconds_to_target"] if first else None
-        row.append("" if not first else f"{hit:.1f} s" if hit is not None else f"not in {budgets[0]:g} s")
+        if target > 0:
+            hit = first["seconds_to_target"] if first else None
+            row.append("" if not first else f"{hit:.1f} s" if hit is not None else f"not in {budgets[0]:g} s")
         row.append(f"{first['tokens_per_s']:,.0f}" if first and first["tokens_per_s"] else "")
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
 def main(argv: list[str]) -> int:
-    cfg = parse_args(argv, "race.py", ("race", "data", "model", "train"), SUMMARY)
+    cfg = parse_args(argv, RaceSettings, "tools/race.py", SUMMARY)
     r = cfg.race
     config_file = next((a for a in argv if not a.startswith("--")), None)
     passed = [a for a in argv if a.startswith("--") and not a.startswith("--race.")]
@@ -166,8 +198,9 @@ def main(argv: list[str]) -> int:
                 **{k: median_or_none([x[k] for x in per_seed])
                    for k in ("val_bpb", "best_val_bpb", "train_bpb", "seconds_to_target", "tokens_per_s", "steps")}}
             print(f"{name:>20} {budget:>6g}s  val {res['val_bpb']:.4f} bpb (best {res['best_val_bpb']:.4f}), "
-                  f"{res['tokens_per_s'] or 0:,.0f} tok/s, {res['steps']:.0f} steps, "
-                  f"reached {r.target_bpb} bpb at {res['seconds_to_target']}s", flush=True)
+                  f"{res['tokens_per_s'] or 0:,.0f} tok/s, {res['steps']:.0f} steps"
+                  + (f", reached {r.target_bpb} bpb at {res['seconds_to_target']}s" if r.target_bpb > 0 else ""),
+                  flush=True)
     Path(r.json).write_text(json.dumps(results, indent=1))
     print(markdown_table(results, r.target_bpb))
     print(f"race: figures in {r.json}", file=sys.stderr)

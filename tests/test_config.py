@@ -1,0 +1,80 @@
+"""config.py: each script reads its own sections, refuses others' on the command line, and skips them in
+a shared TOML file; typed values and one-line errors."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from config import Config, PROJECT_SECTIONS, parse_args
+from errors import UserError
+from prepare import PrepareSettings
+from sample import SampleSettings
+from tools.bench import BenchSettings
+from tools.race import RaceSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_a_section_the_script_does_not_read_is_refused_on_the_command_line():
+    with pytest.raises(UserError, match=r"sample.py does not read \[bench\] settings; it reads \[sample\], \[train\]"):
+        parse_args(["--bench.repeats=3"], SampleSettings, "sample.py")
+    with pytest.raises(UserError, match=r"has no section \[trian\]"):
+        parse_args(["--trian.max_iters=3"], Config, "train.py")
+    with pytest.raises(UserError, match=r"does not read \[sample\]"):
+        parse_args(["--sample.seed=3"], PrepareSettings, "prepare.py")
+
+
+def test_other_scripts_sections_in_a_file_are_skipped_and_unknown_ones_refused(tmp_path):
+    shared = tmp_path / "exp.toml"
+    shared.write_text('[data]\nvocab_size = 300\n[sample]\nseed = 7\n[bench]\nrepeats = 9\n[race]\nseeds = 2\n')
+    assert parse_args([str(shared)], SampleSettings, "sample.py").sample.seed == 7
+    assert parse_args([str(shared)], Config, "train.py").data.vocab_size == 300
+    assert parse_args([str(shared)], BenchSettings, "bench.py").bench.repeats == 9
+    assert parse_args([str(shared)], RaceSettings, "race.py").race.seeds == 2
+    typo = tmp_path / "typo.toml"
+    typo.write_text("[trian]\nmax_iters = 3\n")
+    with pytest.raises(UserError, match=r"unknown section \[trian\]"):
+        parse_args([str(typo)], Config, "train.py")
+    bad_key = tmp_path / "key.toml"
+    bad_key.write_text("[train]\nmax_iter = 3\n")
+    with pytest.raises(UserError, match="did you mean train.max_iters"):
+        parse_args([str(bad_key)], Config, "train.py")
+
+
+def test_every_shipped_config_is_valid_for_every_script_that_takes_it():
+    for path in sorted((ROOT / "config").glob("*.toml")):
+        for settings, prog in ((Config, "train.py"), (SampleSettings, "sample.py"), (PrepareSettings, "prepare.py"),
+                               (BenchSettings, "bench.py"), (RaceSettings, "race.py")):
+            parse_args([str(path)], settings, prog)
+        assert set(tomllib.loads(path.read_text())) <= set(PROJECT_SECTIONS), path.name
+
+
+def test_a_run_stores_exactly_the_sections_train_reads():
+    saved = tomllib.loads(Config().to_toml())
+    assert list(saved) == ["data", "model", "train", "sample"]
+    assert "vocab_size" not in saved["model"]  # it comes from the dataset
+    assert Config.from_dict(saved).to_dict() == Config().to_dict()
+
+
+@pytest.mark.parametrize("arg, message", [
+    ("--train.max_iters=ten", "train.max_iters must be a whole number"),
+    ("--train.compile=maybe", "train.compile: must be 'auto', 'true' or 'false'"),
+    ("--model.n_head=5", r"\[model\] n_embd must be divisible by n_head"),
+    ("--train.resume=maybe", "train.resume must be true or false"),
+])
+def test_typed_values(arg, message):
+    with pytest.raises(UserError, match=message):
+        parse_args([arg], Config, "train.py")
+    cfg = parse_args(["--train.resume=true", "--data.source=a,b.txt", "--train.max_iters=1_000"], Config, "train.py")
+    assert cfg.train.resume is True and cfg.data.sources == ["a,b.txt"] and cfg.train.max_iters == 1000
+
+
+def test_foreign_section_from_the_command_line_is_one_line_exit_2(tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "sample.py"), "--bench.repeats=3"], cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and done.stderr.startswith("error: ")
+    assert "does not read [bench]" in done.stderr
