@@ -158,12 +158,13 @@ def time_once(fn: Callable[[], Any], device: torch.device) -> float:
 
 
 def interleave(fns: dict[str, Callable[[], Any]], device: torch.device, repeats: int, warmup: int,
-               slow_seconds: float = math.inf, per_round: int = 1) -> dict[str, Timing]:
+               slow_seconds: float = math.inf, per_round: int | dict[str, int] = 1) -> dict[str, Timing]:
     """Time every fn ``repeats`` rounds of ``per_round`` runs after ``warmup`` untimed runs.
 
     Each round visits every fn, the order rotating from round to round, so that a change of the
-    machine's load slows all of them alike and their ratios stay fair.  The first run of each fn
-    is timed on its own (``Timing.first``: compile time shows there); with ``warmup`` 0 it counts.
+    machine's load slows all of them alike and their ratios stay fair.  ``per_round`` may differ by
+    fn (a dict; 1 for a fn it does not name).  The first run of each fn is timed on its own
+    (``Timing.first``: compile time shows there); with ``warmup`` 0 it counts.
     """
     out = {name: Timing() for name in fns}
     for name, fn in fns.items():
@@ -178,7 +179,7 @@ def interleave(fns: dict[str, Callable[[], Any]], device: torch.device, repeats:
     for r in range(repeats):
         for name in names[r % len(names):] + names[:r % len(names)]:
             t = out[name]
-            for _ in range(per_round):
+            for _ in range(per_round.get(name, 1) if isinstance(per_round, dict) else per_round):
                 if not (t.slow and len(t.seconds) >= SLOW_REPEATS):
                     t.seconds.append(time_once(fns[name], device))
     return out
@@ -364,8 +365,8 @@ def step_memory(kind: str, mcfg: dict, tcfg: dict, device: str, steps: int = 3) 
     return {"peak_bytes": peak - mark, "process_peak_bytes": peak if dev.type != "cuda" else None}
 
 
-def training_figures(mcfg: GPTConfig, variants: dict[str, TrainConfig], device: torch.device, steps: int,
-                     warmup: int, run_steps: int) -> dict[str, dict]:
+def training_figures(mcfg: GPTConfig, variants: dict[str, TrainConfig], device: torch.device, rounds: int,
+                     steps: int, warmup: int, run_steps: int) -> dict[str, dict]:
     """ms/step, tokens/s and MFU of train.py's step on one model under each of ``variants`` (train settings),
     all timed in rounds with each other.  On a CPU the peak is hardware.MatmulProbe's (the fastest of its
     matmuls, in each variant's dtype), timed in the same rounds; on a GPU the card's known peak (hardware.py)."""
@@ -373,7 +374,10 @@ def training_figures(mcfg: GPTConfig, variants: dict[str, TrainConfig], device: 
     runs = {name: TimedStep(mcfg, tcfg, device, data) for name, tcfg in variants.items()}
     probes = {dtype: MatmulProbe(device, dtype) for dtype in {r.train_step.dtype for r in runs.values()}} \
         if device.type == "cpu" else {}
-    timings = interleave({**runs, **{f"matmul {d}": p for d, p in probes.items()}}, device, steps, warmup)
+    # rounds of ``steps`` steps of each variant and one probe matmul per dtype, so that the probe's large
+    # matmul, which flushes the caches, disturbs one step of a round rather than every step
+    timings = interleave({**runs, **{f"matmul {d}": p for d, p in probes.items()}}, device, rounds, warmup,
+                         per_round={name: steps for name in runs})
     out = {}
     for name, run in runs.items():
         t, step = timings[name], run.train_step
@@ -463,7 +467,7 @@ def part_train(cfg: BenchSettings, device: torch.device, say: Callable[[str], No
         variants[BF16_CANDIDATE] = dataclasses.replace(cfg.train, dtype="bfloat16")
     say(f"train (b): the config's model ({mcfg_b.n_layer}x{mcfg_b.n_embd}, block {mcfg_b.block_size}): "
         f"{', '.join(variants)} in rounds ...")
-    fb = training_figures(mcfg_b, variants, device, b.train_steps, b.warmup, b.run_steps)
+    fb = training_figures(mcfg_b, variants, device, b.repeats, b.train_steps, b.warmup, b.run_steps)
     if b.memory:
         fb["config model"].update(isolated("step_memory", device, kind="ours", mcfg=dataclasses.asdict(mcfg_b),
                                            tcfg=dataclasses.asdict(cfg.train), device=str(device)))
@@ -484,7 +488,7 @@ def part_train(cfg: BenchSettings, device: torch.device, say: Callable[[str], No
         tcfg_c = dataclasses.replace(cfg.train, **GPT2_TRAIN, batch_size=batch, gradient_accumulation_steps=1)
         steps = max(b.gpt2_steps, b.train_steps) if gpu else b.gpt2_steps
         say(f"train (c): GPT-2 small, block {block}, batch {batch}: {steps} steps after 1 warm-up ...")
-        fc = training_figures(mcfg_c, {"GPT-2 small": tcfg_c}, device, steps, 1, b.run_steps)["GPT-2 small"]
+        fc = training_figures(mcfg_c, {"GPT-2 small": tcfg_c}, device, steps, 1, 1, b.run_steps)["GPT-2 small"]
         if b.memory:
             fc.update(isolated("step_memory", device, kind="ours", mcfg=dataclasses.asdict(mcfg_c),
                                tcfg=dataclasses.asdict(tcfg_c), device=str(device), steps=2))
