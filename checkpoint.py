@@ -27,6 +27,7 @@ from typing import Any, Iterable
 import torch
 
 from errors import UserError
+from locks import writer_gone, writer_tag
 from model import GPT, GPTConfig
 
 FORMAT = 1  # bump when the layout of the checkpoint dict changes incompatibly
@@ -37,25 +38,51 @@ WRAPPER_PREFIXES = ("_orig_mod.", "module.")  # added to parameter names by torc
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive
 
 
+class _RecordingWriter:
+    """A file's ``write`` that remembers the OSError it raised: torch.save reports a failed write (a full
+    disk, a file-size limit) as a RuntimeError about zip positions, and the cause is worth telling the user."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write ``state`` to ``path`` atomically: the old file stays intact until the new one is complete."""
+    """Write ``state`` to ``path`` atomically: the old file stays intact until the new one is complete.
+
+    A failed write (disk full, no permission) leaves no temporary file and is a UserError; temporary files
+    left by a writer killed with SIGKILL are swept, but only those of writers on this host that have ended.
+    """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # same directory, so the rename is atomic
+    tmp = path.with_name(f".{path.name}.{writer_tag()}.tmp")  # same directory, so the rename is atomic
+    writer = None
     try:
         with open(tmp, "wb") as f:
-            torch.save(state, f)
+            writer = _RecordingWriter(f)
+            torch.save(state, writer)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as e:  # including KeyboardInterrupt: never leave a temporary file behind
         tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise UserError(f"cannot write checkpoint {path}: {e.strerror or e}; "
-                            "free some disk space or choose another --train.out_dir") from None
+        cause = e if isinstance(e, OSError) else writer.error if writer is not None else None
+        if cause is not None:
+            raise UserError(f"cannot write checkpoint {path}: {cause.strerror or cause}; the previous checkpoint "
+                            "is intact; free some disk space or choose another --train.out_dir") from None
         raise
     _fsync_dir(path.parent)
     for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a writer killed with SIGKILL
-        stale.unlink(missing_ok=True)
+        if writer_gone(stale.name[len(path.name) + 2:-len(".tmp")]):
+            stale.unlink(missing_ok=True)
 
 
 def _fsync_dir(directory: Path) -> None:

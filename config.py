@@ -149,8 +149,11 @@ class SampleConfig:
     top_p: float = 1.0  # nucleus sampling: keep the smallest set of tokens with this much probability; 1 = off
     seed: int = 1337  # random seed: the same seed gives the same text
     device: str = "auto"  # 'auto', 'cpu', 'cuda', 'mps'
+    dtype: str = "auto"  # 'auto' (the precision the run trained in, where this device has it), 'float32', 'bfloat16', 'float16'
 
     def check(self) -> None:
+        need(self.dtype in ("auto", "float32", "bfloat16", "float16"), "sample.dtype",
+             f"must be 'auto', 'float32', 'bfloat16' or 'float16', got {self.dtype!r}")
         need(self.num_samples >= 1, "sample.num_samples", "must be at least 1")
         need(self.max_new_tokens >= 0, "sample.max_new_tokens", "must be 0 or more")
         need(self.temperature >= 0, "sample.temperature", f"must be 0 (greedy) or more, got {self.temperature}")

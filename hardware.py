@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 import time
 
 import torch
@@ -17,13 +18,31 @@ from errors import UserError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
-# dense (no sparsity) tensor-core peaks in FLOP/s for bf16/fp16 by device-name fragment, first match wins
+# dense (no sparsity) tensor-core peaks in FLOP/s for bf16/fp16, by the model name in the device's name:
+# whole words, most specific first, so that an "H200 NVL" is not an "H200" and an "RTX A1000" not an "A10"
 GPU_PEAKS = [
-    ("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("GH200", 989e12), ("H200", 989e12), ("H100", 989e12),
-    ("B200", 2250e12), ("A100", 312e12), ("A800", 312e12), ("L40S", 362e12), ("L40", 181e12),
+    ("GH200", 989e12), ("H200 NVL", 835e12), ("H200", 989e12), ("H100 NVL", 835e12), ("H100 PCIe", 756e12),
+    ("H100", 989e12), ("B200", 2250e12), ("A100", 312e12), ("A800", 312e12), ("L40S", 362e12), ("L40", 181e12),
     ("L4", 121e12), ("A10G", 70e12), ("A10", 125e12), ("RTX 4090", 165e12), ("RTX 3090", 71e12),
     ("V100", 125e12), ("T4", 65e12),
 ]
+
+
+def gpu_peak(name: str) -> float | None:
+    """The dense bf16/fp16 peak of the GPU named ``name`` (as torch.cuda.get_device_name says it), if known."""
+    for model, peak in GPU_PEAKS:
+        if re.search(rf"(?<![\w-]){re.escape(model)}(?![\w])", name):
+            return peak
+    return None
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether the GPU computes bf16 itself (Ampere and newer); current torch also counts emulation,
+    which on a T4 or V100 runs bf16 far slower than fp16 with a GradScaler."""
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # torch before the including_emulation argument: it did not count emulation then
+        return torch.cuda.is_bf16_supported()
 
 
 def pick_device(name: str = "auto", key: str = "train.device") -> torch.device:
@@ -50,16 +69,19 @@ def pick_device(name: str = "auto", key: str = "train.device") -> torch.device:
     return device
 
 
-def pick_dtype(name: str, device: torch.device) -> torch.dtype:
+def pick_dtype(name: str, device: torch.device, key: str = "train.dtype") -> torch.dtype:
     """'auto' -> bf16 on CUDA GPUs that support it, else fp16 (with a GradScaler); fp32 on cpu and mps."""
     if name == "auto":
         if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            return torch.bfloat16 if native_bf16(device) else torch.float16
         return torch.float32
     dtype = DTYPES[name]
     if dtype == torch.float16 and device.type != "cuda":
-        raise UserError(f"--train.dtype=float16 needs a CUDA GPU (it trains with a GradScaler); "
+        raise UserError(f"--{key}=float16 needs a CUDA GPU (it trains with a GradScaler); "
                         f"on {device.type} use float32 or bfloat16")
+    if dtype == torch.bfloat16 and device.type == "cuda" and not native_bf16(device):
+        raise UserError(f"--{key}=bfloat16: {torch.cuda.get_device_name(device)} has no native bfloat16 "
+                        f"(it would be emulated, slowly); use --{key}=float16 (with a GradScaler) or auto")
     return dtype
 
 
@@ -80,10 +102,9 @@ def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractCon
 def peak_flops(device: torch.device, dtype: torch.dtype) -> float:
     """Peak FLOP/s of one device for ``dtype``: the GPU table for bf16/fp16, else a measured matmul."""
     if device.type == "cuda" and dtype in (torch.bfloat16, torch.float16):
-        name = torch.cuda.get_device_name(device)
-        for fragment, peak in GPU_PEAKS:
-            if fragment in name:
-                return peak
+        peak = gpu_peak(torch.cuda.get_device_name(device))
+        if peak is not None:
+            return peak
     return _measured_peak(str(device), dtype)
 
 

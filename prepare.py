@@ -20,6 +20,8 @@ fits, else uint32), ``meta.json`` (see :func:`prepare`) and, for a trained or gi
 from __future__ import annotations
 
 import bisect
+import ctypes
+import errno
 import glob
 import hashlib
 import json
@@ -46,6 +48,7 @@ from tqdm import tqdm
 import tokenizer as tok
 from config import DataConfig, Settings, default_model, parse_args, run_main
 from errors import UserError
+from locks import DirLock, writer_gone, writer_tag
 from model import GPTConfig
 
 FORMAT_VERSION = 1
@@ -458,7 +461,7 @@ def settings_of(cfg: DataConfig, kind: str) -> dict:
     return s
 
 
-def prepare(cfg: DataConfig, min_tokens: int = 0, progress: bool = True) -> Path:
+def prepare(cfg: DataConfig, min_tokens: int = 0, progress: bool = True, quiet: bool = False) -> Path:
     """Build the dataset ``cfg`` describes (or reuse an identical one) and return its directory.
 
     ``min_tokens``: each split must hold at least this many tokens (train.py asks for one training
@@ -467,14 +470,33 @@ def prepare(cfg: DataConfig, min_tokens: int = 0, progress: bool = True) -> Path
     ``{train,val}_tokens``, ``{train,val}_bytes`` (UTF-8 bytes of its text, for bits per byte) and
     ``{train,val}_documents``, ``source``, ``val_fraction``, ``split_rule``, ``split_at``, the
     ``settings`` that decide reuse, and under ``build`` what identifies the input files and how the build went.
+    ``progress``: show progress bars; ``quiet``: print nothing but warnings (the other processes of a job).
     """
     t0 = time.time()
     target = dataset_dir(cfg)
     kind = tok.tokenizer_kind(cfg.tokenizer)
-    corpus = resolve_source(cfg, target.parent / "downloads", exclude=target)
+    corpus = resolve_source(cfg, target.parent / "downloads", exclude=target)  # bad input: nothing written yet
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot write the dataset to {target} ({e.strerror or e}); choose a writable --data.dir") from None
+    # one builder at a time: the others (the other processes of a torchrun job, a second terminal) wait
+    # here, without a timeout, and then find the dataset built
+    lock = DirLock(target.parent / f".{target.name}.lock", f"the dataset {target}", "")
+    lock.acquire(wait=True)
+    try:
+        recover(target)
+        return _prepare_locked(cfg, kind, corpus, target, min_tokens, progress, quiet, t0)
+    finally:
+        lock.release()
+
+
+def _prepare_locked(cfg: DataConfig, kind: str, corpus: Corpus, target: Path, min_tokens: int, progress: bool,
+                    quiet: bool, t0: float) -> Path:
     settings, inputs = settings_of(cfg, kind), corpus.inputs_digest()
     if reusable(target, settings, inputs, cfg.force):
-        print(f"prepare: reusing {target} (same source files and settings; --force rebuilds it)", file=sys.stderr)
+        if not quiet:
+            print(f"prepare: reusing {target} (same source files and settings; --force rebuilds it)", file=sys.stderr)
         check_size(read_meta(target), min_tokens, target)
         return target
     tmp = make_temp_dir(target)
@@ -511,9 +533,10 @@ def prepare(cfg: DataConfig, min_tokens: int = 0, progress: bool = True) -> Path
         raise UserError(f"preparing {target} failed: {e}; nothing was written") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"prepare: wrote {target}: {meta['train_tokens']:,} train and {meta['val_tokens']:,} val tokens "
-          f"({dtype.name}), vocab {spec['vocab_size']:,}, {meta['train_bytes'] / meta['train_tokens']:.2f} "
-          f"bytes/token, in {time.time() - t0:.1f} s", file=sys.stderr)
+    if not quiet:
+        print(f"prepare: wrote {target}: {meta['train_tokens']:,} train and {meta['val_tokens']:,} val tokens "
+              f"({dtype.name}), vocab {spec['vocab_size']:,}, {meta['train_bytes'] / meta['train_tokens']:.2f} "
+              f"bytes/token, in {time.time() - t0:.1f} s", file=sys.stderr)
     return target
 
 
@@ -573,14 +596,9 @@ def report_replaced(corpus: Corpus, stats: dict[str, SplitStats]) -> None:
 
 
 def make_temp_dir(target: Path) -> Path:
-    """A fresh hidden directory beside ``target``; stale ones of killed runs are removed first."""
+    """A fresh hidden directory beside ``target``, named for this writer (host and pid)."""
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        for stale in target.parent.glob(f".{target.name}.tmp*"):
-            pid = stale.name.rsplit(".tmp", 1)[1]
-            if pid.isdigit() and not pid_alive(int(pid)):
-                shutil.rmtree(stale, ignore_errors=True)
-        tmp = target.parent / f".{target.name}.tmp{os.getpid()}"
+        tmp = target.parent / f".{target.name}.tmp.{writer_tag()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         return tmp
@@ -588,25 +606,54 @@ def make_temp_dir(target: Path) -> Path:
         raise UserError(f"cannot write the dataset to {target} ({e.strerror or e}); choose a writable --data.dir") from None
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+def recover(target: Path) -> None:
+    """Clear up after builders killed on this host (called under the dataset's lock): put back an old
+    dataset that a killed commit had moved aside, and remove what killed builders left half-written."""
+    for kind in ("old", "tmp"):
+        for left in sorted(target.parent.glob(f".{target.name}.{kind}.*")):
+            if not writer_gone(left.name[len(f".{target.name}.{kind}."):]):
+                continue  # a live writer's, or another machine's
+            if kind == "old" and not target.exists():
+                left.rename(target)  # the commit was killed between its two renames: the old one stays
+            else:
+                shutil.rmtree(left, ignore_errors=True)
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Swap two directories in one atomic step (Linux's renameat2 with RENAME_EXCHANGE); False where the
+    system or file system cannot, and the caller falls back to two renames."""
+    if sys.platform != "linux":
         return False
-    except OSError:
-        pass
-    return True
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
 
 
 def commit(tmp: Path, target: Path) -> None:
-    """Rename the finished temporary directory into place (replacing an older dataset there)."""
-    old = None
-    if target.exists():
-        old = target.parent / f".{target.name}.old{os.getpid()}"
-        target.rename(old)
+    """Put the finished temporary directory in place of ``target``, replacing an older dataset there.
+
+    A reader, or a kill at any moment, finds the old dataset or the new one: the two are swapped in one
+    atomic step where the system can; elsewhere the old one is first renamed aside, and a commit killed
+    between the two renames is undone by :func:`recover` (the old one is put back) on the next run."""
+    if not target.exists():
+        tmp.rename(target)
+        return
+    if exchange(tmp, target):
+        shutil.rmtree(tmp, ignore_errors=True)  # it now holds the old dataset
+        return
+    old = target.parent / f".{target.name}.old.{writer_tag()}"
+    target.rename(old)
     tmp.rename(target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def warn(message: str) -> None:

@@ -43,7 +43,7 @@ from tokenizer import load_tokenizer
 SUMMARY = """Continue a prompt with a trained GPT, streaming the text to stdout.
 The prompt is taken literally (no backslash escapes); give several lines in a TOML string or as FILE:path.
 With num_samples > 1, sample 1 streams and the others print when the batch ends, each followed by a
-'---------------' line.  Sampling uses train.dtype (bf16 on GPUs by default) and the checkpoint's tokenizer."""
+'---------------' line.  Sampling uses the precision the run trained in and the checkpoint's tokenizer."""
 SEPARATOR = "---------------"
 
 
@@ -111,6 +111,18 @@ def stream_samples(columns: Iterable[torch.Tensor], enc: tiktoken.Encoding, num_
     return ["".join(p) for p in pieces]
 
 
+def sampling_dtype(setting: str, ckpt: dict, device: torch.device) -> torch.dtype:
+    """``sample.dtype``; 'auto' is the precision the checkpoint's run trained in, resolved for this device
+    (a run trained in float16 on a GPU samples in float32 on a CPU, which has no float16 training)."""
+    if setting != "auto":
+        return hardware.pick_dtype(setting, device, key="sample.dtype")
+    trained = ckpt.get("config", {}).get("train", {}).get("dtype", "auto")
+    try:
+        return hardware.pick_dtype(trained, device)
+    except UserError:
+        return hardware.pick_dtype("auto", device)
+
+
 def generate_texts(model: GPT, enc: tiktoken.Encoding, ids: list[int], s: SampleConfig, device: torch.device,
                    out: TextIO | None = None) -> list[str]:
     """``s.num_samples`` continuations of the token ids ``ids``, generated as one batch with ``s``'s
@@ -126,7 +138,7 @@ def generate_texts(model: GPT, enc: tiktoken.Encoding, ids: list[int], s: Sample
 @dataclass
 class SampleSettings(Settings):
     sample: SampleConfig = field(default_factory=SampleConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)  # out_dir (the default checkpoint) and dtype
+    train: TrainConfig = field(default_factory=TrainConfig)  # out_dir: the default checkpoint
 
 
 def sample(cfg: SampleSettings, out: TextIO) -> list[str]:
@@ -135,8 +147,8 @@ def sample(cfg: SampleSettings, out: TextIO) -> list[str]:
     path = find_checkpoint(s.checkpoint or cfg.train.out_dir)
     text = read_prompt(s.prompt)  # every check before the slow part
     device = hardware.pick_device(s.device, key="sample.device")
-    dtype = hardware.pick_dtype(cfg.train.dtype, device)  # sample in the precision the run trained in
     ckpt = load_checkpoint(path)
+    dtype = sampling_dtype(s.dtype, ckpt, device)
     step, best = ckpt.get("step"), ckpt.get("best_val_loss")
     known = isinstance(step, int) and isinstance(best, float) and math.isfinite(best)
     print(f"sampling from {path}" + (f" (step {step}, best val loss {best:.4f})" if known else ""), file=sys.stderr)

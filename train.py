@@ -35,11 +35,13 @@ import json
 import math
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -51,6 +53,7 @@ from checkpoint import (BEST, LAST, RunState, check_resumable, load_checkpoint, 
                         training_state)
 from config import Config, TrainConfig, parse_args, run_main
 from errors import UserError
+from locks import DirLock
 from model import GPT, GPTConfig
 from optim import build_optimizer, lr_multiplier, set_lr
 from prepare import Dataset, open_dataset, prepare
@@ -81,17 +84,40 @@ class Proc:
         return self.world_size > 1
 
 
-def init_distributed(device_name: str) -> tuple[Proc, torch.device]:
-    """Join the process group torchrun set up (env RANK, WORLD_SIZE, LOCAL_RANK): nccl on GPUs, gloo on CPUs."""
+def process_and_device(device_name: str) -> tuple[Proc, torch.device]:
+    """This process's place in a torchrun job (env RANK, WORLD_SIZE, LOCAL_RANK) and its device.
+
+    Under torchrun each process takes GPU ``local_rank`` modulo the GPUs it sees (a launcher may show
+    each process one GPU only).  The process group is joined later (:func:`join_process_group`), once
+    the dataset is ready, so that a long first preparation cannot run into a collective's timeout.
+    """
     device = hardware.pick_device(device_name)
-    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return Proc(), device
-    proc = Proc(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")), int(os.environ["WORLD_SIZE"]))
+    proc = Proc()
+    if "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        proc = Proc(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")), int(os.environ["WORLD_SIZE"]))
+        if device.type == "cuda":
+            device = torch.device("cuda", proc.local_rank % torch.cuda.device_count())
     if device.type == "cuda":
-        device = torch.device("cuda", proc.local_rank)
-        torch.cuda.set_device(device)
-    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        device = torch.device("cuda", device.index if device.index is not None else torch.cuda.current_device())
+        torch.cuda.set_device(device)  # so that kernels and allocations of this process land on it
     return proc, device
+
+
+def join_process_group(proc: Proc, device: torch.device) -> None:
+    """Join the process group torchrun set up: nccl on GPUs, gloo on CPUs."""
+    if proc.distributed and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+
+
+def local_accumulation(accum: int, world_size: int) -> int:
+    """Micro-batches per process for ``accum`` micro-batches per step over ``world_size`` processes.
+
+    ``gradient_accumulation_steps`` counts the micro-batches of all processes together, so the global
+    batch is the same on 1 or 8 GPUs.  When it does not divide over the processes (the default of 1 on
+    2 GPUs), each process takes the smallest equal share that covers it: ceil(accum / world_size), and
+    the global batch grows to that times world_size (said at start).  Nothing is refused.
+    """
+    return -(-accum // world_size)
 
 
 def all_sum(t: torch.Tensor, proc: Proc) -> torch.Tensor:
@@ -142,16 +168,29 @@ class Batches:
 
 
 def load_dataset(cfg: Config, proc: Proc) -> Dataset:
-    """Prepare the corpus if needed (local rank 0 of each machine builds it, the others then reuse it)
-    and open it; prepare() refuses a corpus with less than one window of block_size + 1 tokens per split."""
-    need = cfg.model.block_size + 1
-    if proc.local_rank == 0:
-        path = prepare(cfg.data, min_tokens=need, progress=proc.is_main)
-    if proc.distributed:
-        dist.barrier()  # the others wait for it, then find it built
-    if proc.local_rank != 0:
-        path = prepare(cfg.data, min_tokens=need, progress=False)
-    return open_dataset(path)
+    """Prepare the corpus if needed and open it; every process calls this before any collective.
+
+    prepare() holds a lock on the dataset while it builds or checks it, so the first process of a
+    machine builds it and the others wait (without a collective, so without a timeout) and then find it
+    built.  It refuses a corpus with less than one window of block_size + 1 tokens per split.
+    """
+    return open_dataset(prepare(cfg.data, min_tokens=cfg.model.block_size + 1, progress=proc.is_main,
+                                quiet=not proc.is_main))
+
+
+def check_same_data(ds: Dataset, proc: Proc, device: torch.device) -> None:
+    """Refuse to train when the processes opened different datasets (nodes with local disks that built
+    their own from a different corpus or Python: the same token id would mean different text)."""
+    if not proc.distributed:
+        return
+    mine = int(ds.fingerprint[:15], 16)  # 60 bits of the fingerprint fit an int64
+    low, high = (torch.tensor([mine], device=device) for _ in range(2))
+    dist.all_reduce(low, op=dist.ReduceOp.MIN)
+    dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    if low.item() != high.item():
+        raise UserError(f"the processes' datasets differ (this one, rank {proc.rank}: {ds.dir}, fingerprint "
+                        f"{ds.fingerprint}); prepare the dataset once on storage all nodes share, or from the same "
+                        "corpus with the same Python on every node")
 
 
 # --------------------------------------------------------------------------- one optimizer step
@@ -168,12 +207,21 @@ def should_compile(t: TrainConfig, device: torch.device, est_step_seconds: float
     return expected >= COMPILE_PAYBACK_SECONDS
 
 
+class StepResult(NamedTuple):
+    loss: float  # mean loss of the step's micro-batches (all processes)
+    seconds: float  # the step's time (the processes' mean)
+    grad_norm: float  # the gradient's norm before clipping; not finite: the optimizer step was skipped
+
+
 class TrainStep:
     """One optimizer step as train.py takes it, on a model it builds: the micro-batch loop (gradient
     accumulation, DDP's single all-reduce), mixed precision, gradient clipping, the optimizer.
 
-    Calling it takes step ``step`` at ``multiplier`` x the peak learning rates and returns (mean loss,
-    seconds), equal on every rank.  tools/bench.py times exactly this object.
+    Calling it takes step ``step`` at ``multiplier`` x the peak learning rates and returns a
+    :class:`StepResult`, equal on every process.  A gradient whose norm is not finite is never applied:
+    with fp16's GradScaler that is the scaler's normal skip-and-lower-the-scale; in fp32 and bf16, which
+    have no scaler, the step is skipped and the non-finite norm returned, so the caller can stop before
+    a single weight turns NaN.  tools/bench.py times exactly this object.
     """
 
     def __init__(self, model_config: GPTConfig, t: TrainConfig, device: torch.device, batches: Batches,
@@ -187,8 +235,9 @@ class TrainStep:
         self.optimizer = build_optimizer(self.model.param_groups(), t, device.type)
         self.scaler = torch.amp.GradScaler(device.type, enabled=(self.dtype == torch.float16))
         self.autocast = hardware.autocast(device, self.dtype)
-        self.local_accum = t.gradient_accumulation_steps // self.proc.world_size
-        self.tokens_per_step = t.batch_size * model_config.block_size * t.gradient_accumulation_steps
+        self.local_accum = local_accumulation(t.gradient_accumulation_steps, self.proc.world_size)
+        self.accumulation = self.local_accum * self.proc.world_size  # micro-batches per step, all processes
+        self.tokens_per_step = t.batch_size * model_config.block_size * self.accumulation
         self.flops_per_token = self.model.flops_per_token()
         self.peak_flops = hardware.peak_flops(device, self.dtype) * self.proc.world_size
         est_step_seconds = self.tokens_per_step * self.flops_per_token / (0.5 * self.peak_flops)
@@ -199,31 +248,51 @@ class TrainStep:
             self.eval_model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
             if self.proc.distributed else self.eval_model)
 
-    def __call__(self, step: int, multiplier: float) -> tuple[float, float]:
+    def _forward_backward(self, step: int, i: int) -> torch.Tensor:
+        """Micro-batch ``i`` of this process in step ``step``: forward, backward; returns its loss."""
+        x, y = self.batches.train(step, self.proc.rank * self.local_accum + i)
+        last = i == self.local_accum - 1  # DDP all-reduces the gradients once, after the last micro-batch
+        with contextlib.nullcontext() if last or not self.proc.distributed else self.step_model.no_sync():
+            with self.autocast:
+                _, loss = self.step_model(x, y)
+            self.scaler.scale(loss / self.local_accum).backward()
+        return loss.detach()
+
+    def warm_up(self) -> float:
+        """Compile the step (a forward and backward of step 0's first micro-batch, gradients then dropped:
+        no weight, optimizer state or random stream changes) and return its seconds, so that compile time is
+        reported on its own instead of inflating the first step's time, tokens/s and MFU."""
+        t0 = time.perf_counter()
+        for i in range(self.local_accum):  # DDP expects every micro-batch of a step
+            self._forward_backward(0, i)
+        self.optimizer.zero_grad(set_to_none=True)
+        hardware.sync(self.device)
+        return time.perf_counter() - t0
+
+    def __call__(self, step: int, multiplier: float) -> StepResult:
         t, proc = self.t, self.proc
         t0 = time.perf_counter()
         set_lr(self.optimizer, multiplier)
         torch.manual_seed(mix_seed(t.seed, STREAM_DROPOUT, step, proc.rank))
         loss_sum = torch.zeros((), device=self.device)
         for i in range(self.local_accum):
-            x, y = self.batches.train(step, proc.rank * self.local_accum + i)
-            last = i == self.local_accum - 1  # DDP all-reduces the gradients once, after the last micro-batch
-            with contextlib.nullcontext() if last or not proc.distributed else self.step_model.no_sync():
-                with self.autocast:
-                    _, loss = self.step_model(x, y)
-                self.scaler.scale(loss / self.local_accum).backward()
-            loss_sum += loss.detach()
+            loss_sum += self._forward_backward(step, i)
+        self.scaler.unscale_(self.optimizer)  # a no-op without a scaler
         if t.grad_clip > 0:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.params, t.grad_clip)
-        self.scaler.step(self.optimizer)
+            norm = torch.nn.utils.clip_grad_norm_(self.params, t.grad_clip)
+        else:
+            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in self.params
+                                                         if p.grad is not None]))
+        # the gradients are all-reduced already, so every rank sees the same norm and takes the same branch
+        if self.scaler.is_enabled() or torch.isfinite(norm):
+            self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         loss_sum.item()  # wait for the device, so the time below is the step's
         # every rank takes the same loss and time, so all stop (time budget, non-finite loss) together
-        both = all_sum(torch.stack([loss_sum / self.local_accum, torch.tensor(time.perf_counter() - t0)
-                                    .to(self.device)]), proc) / proc.world_size
-        return both[0].item(), both[1].item()
+        both = all_sum(torch.stack([loss_sum / self.local_accum, torch.tensor(time.perf_counter() - t0).to(self.device),
+                                    norm.float()]), proc) / proc.world_size
+        return StepResult(*both.tolist())
 
 
 # --------------------------------------------------------------------------- the run
@@ -317,13 +386,17 @@ def closing_sample(model: GPT, ds: Dataset, cfg: Config, device: torch.device) -
 
 def train(cfg: Config) -> RunState:
     """Run (or continue) the training ``cfg`` describes on this process; under torchrun, one rank of many."""
-    proc, device = init_distributed(cfg.train.device)
+    proc, device = process_and_device(cfg.train.device)
     try:
         trainer = Trainer(cfg, proc, device)
         try:
             rs = trainer.run()
         finally:
             trainer.close()
+        if proc.is_main and trainer.interrupted:
+            print(f"interrupted: {trainer.out / LAST} holds step {rs.step}; continue the run with the same "
+                  "command and --train.resume=true", file=sys.stderr)
+            raise SystemExit(130)
         if proc.is_main:
             report(rs, trainer.ds, trainer.out)
             if cfg.train.sample_at_end:
@@ -331,36 +404,45 @@ def train(cfg: Config) -> RunState:
                 print(closing_sample(trainer.step.model, trainer.ds, cfg, device))
         return rs
     finally:
-        if proc.distributed:
+        if dist.is_initialized():
             dist.destroy_process_group()
 
 
 class Trainer:
     """One run on one process: the dataset, a TrainStep, the schedule, evaluation, and (rank 0 only)
-    the run directory's files."""
+    the run directory's files, which it holds a lock on for the whole run (locks.py)."""
 
     def __init__(self, cfg: Config, proc: Proc, device: torch.device):
         t = self.t = cfg.train
         self.cfg, self.proc, self.device = cfg, proc, device
-        if t.gradient_accumulation_steps % proc.world_size:
-            raise UserError(f"--train.gradient_accumulation_steps={t.gradient_accumulation_steps} must be divisible "
-                            f"by the number of processes ({proc.world_size}): it counts the micro-batches of all of them")
-        self.out = check_out_dir(t)
-        self.ds = load_dataset(cfg, proc)
-        self.batches = Batches(self.ds.train, self.ds.val, cfg.model.block_size, t.batch_size, t.eval_iters,
-                               t.seed, device)
-        model_config = GPTConfig(**{**dataclasses.asdict(cfg.model), "vocab_size": self.ds.vocab_size})
-        self.step = TrainStep(model_config, t, device, self.batches, proc)
-        self.rs = RunState()
-        if t.resume:
-            ckpt = load_checkpoint(self.out / LAST, map_location=device)
-            check_resumable(ckpt, self.out / LAST, cfg.to_dict(), self.dataset_info, self.ds.meta["tokenizer"])
-            self.rs = restore(ckpt, self.step.model, self.step.optimizer, self.step.scaler)
-            del ckpt
-        self.metrics = None
-        if proc.is_main:
-            self.metrics = self._open_run_dir()
-            self._banner()
+        self.out = Path(t.out_dir)
+        self.lock = DirLock(self.out / ".lock", f"the run directory {self.out}",
+                            "wait for that run to end, or choose another --train.out_dir")
+        self.metrics, self.interrupted = None, False
+        try:
+            if proc.is_main:
+                if self.out.is_dir():  # before reading anything in it, so a second run is refused at once
+                    self.lock.acquire()
+                check_out_dir(t)
+            self.ds = load_dataset(cfg, proc)  # before any collective: a first preparation can be long
+            join_process_group(proc, device)
+            check_same_data(self.ds, proc, device)
+            self.batches = Batches(self.ds.train, self.ds.val, cfg.model.block_size, t.batch_size, t.eval_iters,
+                                   t.seed, device)
+            model_config = GPTConfig(**{**dataclasses.asdict(cfg.model), "vocab_size": self.ds.vocab_size})
+            self.step = TrainStep(model_config, t, device, self.batches, proc)
+            self.rs = RunState()
+            if t.resume:
+                ckpt = load_checkpoint(self.out / LAST, map_location=device)
+                check_resumable(ckpt, self.out / LAST, cfg.to_dict(), self.dataset_info, self.ds.meta["tokenizer"])
+                self.rs = restore(ckpt, self.step.model, self.step.optimizer, self.step.scaler)
+                del ckpt
+            if proc.is_main:
+                self.metrics = self._open_run_dir()
+                self._banner()
+        except BaseException:
+            self.lock.release()
+            raise
         self.progress = Progress(t, self.rs, proc.is_main)
 
     @property
@@ -370,18 +452,25 @@ class Trainer:
     def _open_run_dir(self):
         """The run directory, written only now that every check has passed; returns metrics.jsonl to append to."""
         out = self.out
-        out.mkdir(parents=True, exist_ok=True)
-        if self.t.resume:
-            trim_metrics(out / METRICS, self.rs.step)
-        else:
-            for name in (LAST, BEST, METRICS):  # of the run being replaced (--train.overwrite=true)
-                (out / name).unlink(missing_ok=True)
-        (out / "config.toml.tmp").write_text(self.cfg.to_toml(), encoding="utf-8")
-        os.replace(out / "config.toml.tmp", out / "config.toml")
-        rank_file = self.ds.meta["tokenizer"].get("file")
-        if rank_file:  # so that sample.py needs only the run directory
-            shutil.copyfile(self.ds.dir / rank_file, out / rank_file)
-        return open(out / METRICS, "a", encoding="utf-8")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            if not self.lock.held:  # a new directory: lock it, then check again that no run got there first
+                self.lock.acquire()
+                check_out_dir(self.t)
+            if self.t.resume:
+                trim_metrics(out / METRICS, self.rs.step)
+            else:
+                for name in (LAST, BEST, METRICS):  # of the run being replaced (--train.overwrite=true)
+                    (out / name).unlink(missing_ok=True)
+            (out / "config.toml.tmp").write_text(self.cfg.to_toml(), encoding="utf-8")
+            os.replace(out / "config.toml.tmp", out / "config.toml")
+            rank_file = self.ds.meta["tokenizer"].get("file")
+            if rank_file:  # so that sample.py needs only the run directory
+                shutil.copyfile(self.ds.dir / rank_file, out / rank_file)
+            return open(out / METRICS, "a", encoding="utf-8")
+        except OSError as e:
+            raise UserError(f"cannot write the run directory {out}: {e.strerror or e}; "
+                            "free some disk space or choose another --train.out_dir") from None
 
     def _banner(self) -> None:
         m, t, s = self.cfg.model, self.t, self.step
@@ -390,21 +479,35 @@ class Trainer:
         print(f"training on {self.device} ({s.dtype}, compile={s.compiled}) x{self.proc.world_size}, "
               f"{s.tokens_per_step:,} tokens/step, optimizer {t.optimizer}, schedule {t.schedule}; "
               f"run directory {self.out}" + (f", resuming at step {self.rs.step}" if t.resume else ""))
+        if s.accumulation != t.gradient_accumulation_steps:
+            print(f"note: --train.gradient_accumulation_steps={t.gradient_accumulation_steps} does not divide over "
+                  f"{self.proc.world_size} processes, so each runs {s.local_accum} micro-batch(es): a step is "
+                  f"{s.accumulation} x {t.batch_size} sequences instead of {t.gradient_accumulation_steps} x "
+                  f"{t.batch_size}")
 
     def close(self) -> None:
         self.progress.bar.close()
         if self.metrics:
             self.metrics.close()
+        self.lock.release()
 
     def log(self, record: dict[str, Any]) -> None:
         if self.metrics:
-            self.metrics.write(json.dumps(record) + "\n")
-            self.metrics.flush()
+            try:
+                self.metrics.write(json.dumps(record) + "\n")
+                self.metrics.flush()
+            except OSError as e:
+                raise UserError(f"cannot write {self.out / METRICS}: {e.strerror or e}; the last checkpoint is "
+                                "intact: free some disk space and continue with --train.resume=true") from None
 
     def save(self, *names: str) -> None:
-        """Write the checkpoint files ``names`` (LAST, BEST) of the run directory; rank 0 only."""
+        """Write the checkpoint files ``names`` (LAST, BEST) of the run directory; rank 0 only.
+        Weights that are not all finite are never written: the last good checkpoint stays."""
         if self.proc.is_main and names:
             s = self.step
+            if not torch.stack([torch.isfinite(p).all() for p in s.params]).all():
+                raise NonFiniteLoss(f"the weights are not finite at step {self.rs.step}; "
+                                    + ADVICE.format(lr=self.t.learning_rate))
             state = training_state(s.model, s.optimizer, s.scaler, self.cfg.to_dict(), self.dataset_info,
                                    self.ds.meta["tokenizer"], self.rs)
             for name in names:
@@ -418,7 +521,7 @@ class Trainer:
             raise NonFiniteLoss(f"the evaluation loss became {losses['val']} at step {rs.step}; "
                                 + ADVICE.format(lr=self.t.learning_rate))
         bpb = {s: losses[s] / math.log(2) / ds.bytes_per_token(s) for s in losses}
-        self.log({"step": rs.step, "train_seconds": round(rs.train_seconds, 3), "val_loss": losses["val"],
+        self.log({"step": rs.step, "train_seconds": rs.train_seconds, "val_loss": losses["val"],
                   "val_bpb": bpb["val"], "train_loss": losses["train"], "train_bpb": bpb["train"],
                   "eval_seconds": round(time.perf_counter() - t0, 3)})
         self.progress.write(f"step {rs.step}: val {bpb['val']:.4f} bpb (loss {losses['val']:.4f}), "
@@ -427,18 +530,49 @@ class Trainer:
             rs.best_val_loss = losses["val"]
             self.save(BEST)
 
+    def _on_interrupt(self, signum, frame) -> None:
+        """The first Ctrl-C: finish this step, write a checkpoint and stop; a second one stops at once."""
+        self.interrupted = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if self.proc.is_main:
+            self.progress.write("Ctrl-C: stopping after this step and writing a checkpoint (Ctrl-C again to quit "
+                                "at once)")
+
+    def _stop_requested(self) -> bool:
+        """Whether any process was interrupted: all of them then stop after the same step."""
+        if not self.proc.distributed:
+            return self.interrupted
+        flag = all_sum(torch.tensor([float(self.interrupted)], device=self.device), self.proc)
+        return self.interrupted or flag.item() > 0
+
     def run(self) -> RunState:
         """Train until max_iters or max_seconds, evaluating, logging and checkpointing on the way."""
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, self._on_interrupt) if in_main_thread else None
+        try:
+            return self._run()
+        finally:
+            if in_main_thread:
+                signal.signal(signal.SIGINT, previous)
+
+    def _run(self) -> RunState:
         t, rs, s = self.t, self.rs, self.step
+        if s.compiled:
+            seconds = s.warm_up()
+            self.log({"step": rs.step, "compile_seconds": round(seconds, 3)})
+            self.progress.write(f"compiled in {seconds:.1f}s (not counted as training time)")
         if not t.resume:
             self.evaluate()
         window_tokens, window_seconds, last_eval, last_ckpt = 0, 0.0, rs.step, rs.step
         while rs.step < t.max_iters and not (t.max_seconds > 0 and rs.train_seconds >= t.max_seconds):
             multiplier = lr_multiplier(rs.step, rs.train_seconds, t)
-            loss, seconds = s(rs.step, multiplier)
+            loss, seconds, grad_norm = s(rs.step, multiplier)
             if not math.isfinite(loss):
                 raise NonFiniteLoss(f"the training loss became {loss} at step {rs.step + 1}; "
                                     + ADVICE.format(lr=t.learning_rate))
+            if not math.isfinite(grad_norm) and not s.scaler.is_enabled():
+                raise NonFiniteLoss(f"the gradient norm became {grad_norm} at step {rs.step + 1} and that step was "
+                                    "not applied; " + ADVICE.format(lr=t.learning_rate))
             rs.step += 1
             rs.train_seconds += seconds
             rs.tokens_seen += s.tokens_per_step
@@ -450,17 +584,20 @@ class Trainer:
                 mfu = s.flops_per_token * tps / s.peak_flops
                 lr = t.learning_rate * multiplier
                 self.log({"step": rs.step, "loss": loss, "lr": lr, "tokens_per_s": round(tps, 1),
-                          "train_seconds": round(rs.train_seconds, 3), "mfu": round(mfu, 4)})
+                          "train_seconds": rs.train_seconds, "mfu": round(mfu, 4)})
                 postfix = {"loss": f"{loss:.4f}", "lr": f"{lr:.2e}", "tok/s": f"{tps:,.0f}", "mfu": f"{100 * mfu:.1f}%"}
                 window_tokens, window_seconds = 0, 0.0
             self.progress.update(rs, postfix)
+            if self._stop_requested():
+                self.interrupted = True
+                break
             if rs.step % t.eval_interval == 0:
                 self.evaluate()
                 last_eval = rs.step
             if rs.step % t.checkpoint_interval == 0:
                 self.save(LAST)
                 last_ckpt = rs.step
-        if last_eval != rs.step:
+        if last_eval != rs.step and not self.interrupted:
             self.evaluate()
         if last_ckpt != rs.step or not (self.out / LAST).exists():
             self.save(LAST)

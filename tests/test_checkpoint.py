@@ -117,6 +117,52 @@ def test_sigkill_mid_write_keeps_the_old_checkpoint(tmp_path: Path) -> None:
     assert temp_files(tmp_path) == []
 
 
+FULL_DISK = textwrap.dedent("""
+    import resource, signal, sys, torch
+    from pathlib import Path
+    sys.path.insert(0, sys.argv[2])
+    from checkpoint import save_checkpoint
+    from config import run_main
+    path = Path(sys.argv[1])
+
+    def main(argv):
+        save_checkpoint(path, {"format": 1, "model": {"w": torch.zeros(10)}, "model_config": {}, "tokenizer": {},
+                               "step": 1})
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))  # as a full disk would
+        save_checkpoint(path, {"format": 1, "model": {"w": torch.zeros(1_000_000)}, "model_config": {},
+                               "tokenizer": {}, "step": 2})
+    run_main(main)
+""")
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_previous_checkpoint(tmp_path: Path) -> None:
+    path = tmp_path / "ckpt.pt"
+    done = subprocess.run([sys.executable, "-c", FULL_DISK, str(path), str(ROOT)], capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: cannot write checkpoint")
+    assert "File too large" in done.stderr and "previous checkpoint is intact" in done.stderr
+    assert load_checkpoint(path)["step"] == 1
+    assert temp_files(tmp_path) == []
+
+
+def test_only_a_dead_writers_temporary_files_are_swept(tmp_path: Path) -> None:
+    path = tmp_path / "ckpt.pt"
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        import locks
+        mine = tmp_path / f".ckpt.pt.{locks.HOST}.{live.pid}.tmp"  # a live writer's file in flight
+        other = tmp_path / ".ckpt.pt.some-other-host.1.tmp"  # a process of another machine: unknowable
+        dead = tmp_path / f".ckpt.pt.{locks.HOST}.{2**22 + 12345}.tmp"  # no such pid
+        for p in (mine, other, dead):
+            p.write_bytes(b"partial")
+        save_checkpoint(path, state(3))
+        assert mine.exists() and other.exists() and not dead.exists()
+    finally:
+        live.kill()
+        live.wait()
+
+
 def test_sigkill_at_an_arbitrary_moment_leaves_a_whole_checkpoint(tmp_path: Path) -> None:
     path = tmp_path / "ckpt.pt"
     kill_writer(path, "loop", delay=0.2)  # rewriting a 4 MB checkpoint in a loop

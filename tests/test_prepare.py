@@ -224,7 +224,7 @@ def test_interrupted_run_leaves_no_dataset(tmp_path, monkeypatch):
     monkeypatch.setattr(P, "encode_segments", interrupted)
     with pytest.raises(KeyboardInterrupt):
         P.prepare(data_cfg(tmp_path, src), progress=False)
-    assert sorted(os.listdir(tmp_path)) == ["c.txt"]  # no dataset, no temporary directory
+    assert sorted(n for n in os.listdir(tmp_path) if not n.endswith(".lock")) == ["c.txt"]  # no dataset, no temp dir
     monkeypatch.setattr(P, "encode_segments", real)
     path = P.prepare(data_cfg(tmp_path, src), progress=False)
     before = (path / "train.bin").read_bytes()
@@ -290,7 +290,8 @@ def test_bad_input_is_one_line_and_exit_2(case, tmp_path, monkeypatch, capsys):
     assert code == 2 and "Traceback" not in err
     last = err.strip().splitlines()[-1]
     assert last.startswith("error: ") and message in last and err.count("error:") == 1
-    assert not (tmp_path / "data").exists() or not any((tmp_path / "data").iterdir())  # nothing half-written
+    left = [p.name for p in (tmp_path / "data").iterdir()] if (tmp_path / "data").exists() else []
+    assert all(name.endswith(".lock") for name in left)  # nothing half-written (a lock file stays beside)
 
 
 def test_cli_in_a_subprocess(tmp_path):
@@ -323,6 +324,93 @@ def test_url_source(tmp_path):
     P.prepare(data_cfg(tmp_path, url, sha256=digest, dir=str(tmp_path / "again")), progress=False)  # offline: cached
     with pytest.raises(UserError, match="cannot download"):
         P.prepare(data_cfg(tmp_path, url.replace("book", "new"), sha256=digest), progress=False)
+
+
+CHILD = """
+import os, pathlib, signal, sys, time
+sys.path.insert(0, sys.argv[1])
+import prepare, tokenizer
+from config import DataConfig
+cfg = DataConfig(source=sys.argv[2], tokenizer=sys.argv[4], vocab_size=300, dir=sys.argv[3], force=True)
+if sys.argv[5] == "slow":  # hold the lock a while, so that a second preparation has to wait
+    real = tokenizer.train_bpe
+    def slow_train(*args, **kw):
+        print("building", flush=True)
+        time.sleep(1.0)
+        return real(*args, **kw)
+    tokenizer.train_bpe = slow_train
+if sys.argv[5] == "kill-between-renames":  # the fallback commit, killed after its first rename
+    prepare.exchange = lambda a, b: False
+    real_rename = pathlib.Path.rename
+    def rename(self, target):
+        out = real_rename(self, target)
+        if ".old." in str(target):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return out
+    pathlib.Path.rename = rename
+prepare.prepare(cfg, progress=False)
+"""
+
+
+def child(tmp_path: Path, src: Path, tokenizer: str, mode: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", CHILD, str(ROOT), str(src), str(tmp_path / "ds"), tokenizer, mode],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_second_preparation_waits_for_the_first_and_reuses_its_dataset(tmp_path, capsys):
+    src = write(tmp_path / "c.txt", text_of(400))
+    first = child(tmp_path, src, "bpe", "slow")
+    try:
+        assert first.stdout.readline().strip() == "building"  # it holds the dataset's lock now
+        path = P.prepare(data_cfg(tmp_path, src, tokenizer="bpe", vocab_size=300), progress=False)
+        assert first.wait(timeout=60) == 0
+    finally:
+        first.kill()
+    err = capsys.readouterr().err
+    assert "waiting for the dataset" in err and f"held by pid {first.pid} on " in err and "reusing" in err
+    assert P.open_dataset(path).vocab_size == 300
+
+
+def test_a_commit_killed_between_its_renames_leaves_the_old_dataset(tmp_path):
+    src = write(tmp_path / "c.txt", text_of(300))
+    old = P.open_dataset(P.prepare(data_cfg(tmp_path, src), progress=False))
+    killed = child(tmp_path, src, "bytes", "kill-between-renames")
+    killed.wait(timeout=60)
+    assert killed.returncode == -9 and not (tmp_path / "ds").exists()  # the moment the fallback cannot avoid
+    path = P.prepare(data_cfg(tmp_path, src), progress=False)  # the next run puts the old one back, reuses it
+    assert P.open_dataset(path).fingerprint == old.fingerprint
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ds.lock", "c.txt", "ds"]  # nothing left over
+
+
+def test_a_forced_rebuild_swaps_the_dataset_in_one_step(tmp_path, monkeypatch):
+    src = write(tmp_path / "c.txt", text_of(300))
+    P.prepare(data_cfg(tmp_path, src), progress=False)
+    swaps = []
+    real = P.exchange
+    monkeypatch.setattr(P, "exchange", lambda a, b: swaps.append(real(a, b)) or swaps[-1])
+    write(src, text_of(320))
+    path = P.prepare(data_cfg(tmp_path, src, force=True), progress=False)
+    assert P.open_dataset(path).meta["source"]["bytes"] == len(text_of(320).encode())
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ds.lock", "c.txt", "ds"]
+    if sys.platform == "linux":
+        assert swaps == [True] or swaps == [False]  # False: this file system has no RENAME_EXCHANGE
+
+
+def test_a_full_disk_while_preparing_is_one_line_and_leaves_nothing(tmp_path):
+    src = write(tmp_path / "c.txt", text_of(3000))
+
+    def small_disk():
+        import resource
+        import signal
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+    done = subprocess.run([sys.executable, str(ROOT / "prepare.py"), f"--data.source={src}", "--data.tokenizer=bytes",
+                           f"--data.dir={tmp_path / 'ds'}"], capture_output=True, text=True, preexec_fn=small_disk)
+    last = done.stderr.strip().splitlines()[-1]  # after the progress bar
+    assert done.returncode == 2 and done.stderr.count("error:") == 1 and "Traceback" not in done.stderr
+    assert last.startswith("error: preparing") and "File too large; nothing was written" in last
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ds.lock", "c.txt"]
 
 
 @pytest.mark.slow

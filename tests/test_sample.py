@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import subprocess
+from contextlib import nullcontext
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -128,6 +129,25 @@ def test_sampling_settings_reach_the_model(capsys, run_dir: Path, monkeypatch) -
     assert seen["kwargs"]["top_p"] == 0.9 and isinstance(seen["kwargs"]["generator"], torch.Generator)
     sample(capsys, run_dir, "--sample.top_k=5", "--sample.top_p=1")
     assert seen["kwargs"]["top_k"] == 5 and seen["kwargs"]["top_p"] is None
+
+
+def test_sampling_precision_is_the_runs_unless_set(tmp_path, monkeypatch, capsys) -> None:
+    """A run trained in bfloat16 samples in bfloat16 by default; one trained in float16 on a GPU samples in
+    float32 on a CPU; --sample.dtype overrides."""
+    import sample as sample_module
+    seen = []
+    monkeypatch.setattr(sample_module.hardware, "autocast", lambda device, dtype: seen.append(dtype) or nullcontext())
+    torch.manual_seed(0)
+    config = GPTConfig(vocab_size=257, block_size=BLOCK, n_layer=1, n_head=2, n_embd=16)
+    for trained in ("bfloat16", "float16"):
+        (tmp_path / trained).mkdir()
+        save_checkpoint(tmp_path / trained / "ckpt.pt", {
+            "format": FORMAT, "model": GPT(config).state_dict(), "model_config": dataclasses.asdict(config),
+            "tokenizer": bytes_spec(), "config": {"train": {"dtype": trained}}})
+    for trained, args, want in (("bfloat16", [], torch.bfloat16), ("float16", [], torch.float32),
+                                ("bfloat16", ["--sample.dtype=float32"], torch.float32)):
+        sample(capsys, tmp_path / trained, "--sample.max_new_tokens=2", *args)
+        assert seen[-1] == want, (trained, args)
 
 
 # --------------------------------------------------------------------------- streaming and stopping
