@@ -396,7 +396,7 @@ def train(cfg: Config) -> RunState:
         if proc.is_main and trainer.interrupted:
             print(f"interrupted: {trainer.out / LAST} holds step {rs.step}; continue the run with the same "
                   "command and --train.resume=true", file=sys.stderr)
-            raise SystemExit(130)
+            raise SystemExit(128 + int(trainer.interrupted))  # 130 for Ctrl-C, 143 for SIGTERM
         if proc.is_main:
             report(rs, trainer.ds, trainer.out)
             if cfg.train.sample_at_end:
@@ -418,7 +418,8 @@ class Trainer:
         self.out = Path(t.out_dir)
         self.lock = DirLock(self.out / ".lock", f"the run directory {self.out}",
                             "wait for that run to end, or choose another --train.out_dir")
-        self.metrics, self.interrupted = None, False
+        self.metrics = None
+        self.interrupted: int = 0  # the signal that asked the run to stop, once one has
         try:
             if proc.is_main:
                 if self.out.is_dir():  # before reading anything in it, so a second run is refused at once
@@ -531,29 +532,31 @@ class Trainer:
             self.save(BEST)
 
     def _on_interrupt(self, signum, frame) -> None:
-        """The first Ctrl-C: finish this step, write a checkpoint and stop; a second one stops at once."""
-        self.interrupted = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        """The first Ctrl-C (or SIGTERM, as a scheduler sends before it preempts a job): finish this step,
+        write a checkpoint and stop; a second one stops at once."""
+        self.interrupted = self.interrupted or int(signum)
+        signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
         if self.proc.is_main:
-            self.progress.write("Ctrl-C: stopping after this step and writing a checkpoint (Ctrl-C again to quit "
+            what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+            self.progress.write(f"{what}: stopping after this step and writing a checkpoint ({what} again to quit "
                                 "at once)")
 
     def _stop_requested(self) -> bool:
         """Whether any process was interrupted: all of them then stop after the same step."""
         if not self.proc.distributed:
-            return self.interrupted
-        flag = all_sum(torch.tensor([float(self.interrupted)], device=self.device), self.proc)
-        return self.interrupted or flag.item() > 0
+            return bool(self.interrupted)
+        flag = all_sum(torch.tensor([float(bool(self.interrupted))], device=self.device), self.proc)
+        return flag.item() > 0
 
     def run(self) -> RunState:
         """Train until max_iters or max_seconds, evaluating, logging and checkpointing on the way."""
-        in_main_thread = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGINT, self._on_interrupt) if in_main_thread else None
+        signals = (signal.SIGINT, signal.SIGTERM) if threading.current_thread() is threading.main_thread() else ()
+        previous = {signum: signal.signal(signum, self._on_interrupt) for signum in signals}
         try:
             return self._run()
         finally:
-            if in_main_thread:
-                signal.signal(signal.SIGINT, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
     def _run(self) -> RunState:
         t, rs, s = self.t, self.rs, self.step
@@ -589,7 +592,7 @@ class Trainer:
                 window_tokens, window_seconds = 0, 0.0
             self.progress.update(rs, postfix)
             if self._stop_requested():
-                self.interrupted = True
+                self.interrupted = self.interrupted or int(signal.SIGINT)  # another process was interrupted
                 break
             if rs.step % t.eval_interval == 0:
                 self.evaluate()

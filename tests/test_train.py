@@ -427,6 +427,19 @@ def test_ctrl_c_writes_a_checkpoint_and_the_run_resumes_exactly(data, tmp_path):
     assert got == want  # bitwise, every step once
 
 
+def test_sigterm_is_a_graceful_stop_too(data, tmp_path):
+    out = tmp_path / "run"
+    run = start_run(data, out, train__max_iters=10**6, train__checkpoint_interval=10**6, train__eval_interval=10**6)
+    try:
+        wait_for_step(run, out, 10)
+        run.send_signal(signal.SIGTERM)
+        said, err = run.communicate(timeout=120)
+    finally:
+        run.kill()
+    assert run.returncode == 143 and "SIGTERM: stopping after this step" in said and "holds step" in err
+    assert load_checkpoint(out / "ckpt.pt")["step"] >= 10
+
+
 def test_a_second_ctrl_c_stops_at_once(data, tmp_path):
     cfg = parse_args(argv(data, tmp_path / "run"), Config, "train.py")
     trainer = train.Trainer(cfg, train.Proc(), torch.device("cpu"))
