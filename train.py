@@ -34,6 +34,7 @@ import dataclasses
 import json
 import math
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -47,9 +48,11 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 import hardware
+import tensorboard_log
 from checkpoint import (BEST, LAST, RunState, check_resumable, load_checkpoint, restore, save_checkpoint,
                         training_state)
 from config import Config, TrainConfig, parse_args, run_main
+from curves import METRICS, analyse, evaluations, read_records
 from errors import UserError
 from model import GPT, GPTConfig
 from optim import build_optimizer, lr_multiplier, set_lr
@@ -58,7 +61,6 @@ from sample import generate_texts
 
 SUMMARY = "Train a GPT on a corpus (prepared first if needed); resumable, on CPU, GPU or many GPUs via torchrun."
 COMPILE_PAYBACK_SECONDS = 600.0  # 'auto' compiles on a CPU only for runs expected to train this long
-METRICS = "metrics.jsonl"
 STREAM_TRAIN, STREAM_EVAL, STREAM_DROPOUT = 0, 1, 2  # independent random streams under one seed
 
 
@@ -346,6 +348,8 @@ class Trainer:
             raise UserError(f"--train.gradient_accumulation_steps={t.gradient_accumulation_steps} must be divisible "
                             f"by the number of processes ({proc.world_size}): it counts the micro-batches of all of them")
         self.out = check_out_dir(t)
+        if t.tensorboard:
+            tensorboard_log.check()  # before anything slow
         self.ds = load_dataset(cfg, proc)
         self.batches = Batches(self.ds.train, self.ds.val, cfg.model.block_size, t.batch_size, t.eval_iters,
                                t.seed, device)
@@ -357,9 +361,11 @@ class Trainer:
             check_resumable(ckpt, self.out / LAST, cfg.to_dict(), self.dataset_info, self.ds.meta["tokenizer"])
             self.rs = restore(ckpt, self.step.model, self.step.optimizer, self.step.scaler)
             del ckpt
-        self.metrics = None
+        self.metrics = self.tensorboard = None
         if proc.is_main:
             self.metrics = self._open_run_dir()
+            if t.tensorboard:
+                self.tensorboard = tensorboard_log.TensorBoardLog(self.out, self.rs.step if t.resume else None)
             self._banner()
         self.progress = Progress(t, self.rs, proc.is_main)
 
@@ -376,6 +382,7 @@ class Trainer:
         else:
             for name in (LAST, BEST, METRICS):  # of the run being replaced (--train.overwrite=true)
                 (out / name).unlink(missing_ok=True)
+            shutil.rmtree(out / tensorboard_log.TENSORBOARD_DIR, ignore_errors=True)
         (out / "config.toml.tmp").write_text(self.cfg.to_toml(), encoding="utf-8")
         os.replace(out / "config.toml.tmp", out / "config.toml")
         rank_file = self.ds.meta["tokenizer"].get("file")
@@ -395,11 +402,15 @@ class Trainer:
         self.progress.bar.close()
         if self.metrics:
             self.metrics.close()
+        if self.tensorboard:
+            self.tensorboard.close()
 
     def log(self, record: dict[str, Any]) -> None:
         if self.metrics:
             self.metrics.write(json.dumps(record) + "\n")
             self.metrics.flush()
+        if self.tensorboard:
+            self.tensorboard.write(record)
 
     def save(self, *names: str) -> None:
         """Write the checkpoint files ``names`` (LAST, BEST) of the run directory; rank 0 only."""
@@ -473,7 +484,11 @@ def report(rs: RunState, ds: Dataset, out: Path) -> None:
     bpb = best / math.log(2) / ds.bytes_per_token("val") if math.isfinite(best) else float("nan")
     print(f"\ndone: {rs.step} steps, {rs.tokens_seen:,} tokens in {rs.train_seconds:.1f}s of training; "
           f"best val {bpb:.4f} bits/byte (loss {best:.4f} nats/token)")
+    curve = analyse(evaluations(read_records(out / METRICS)))
+    if curve:
+        print(f"val curve: {curve.describe()}")
     print(f"files in {out}/: {LAST} (last), {BEST} (best val), {METRICS}, config.toml")
+    print(f"plot it: python plot.py {shlex.quote(str(out))}")
 
 
 def main(argv: list[str]) -> int:
