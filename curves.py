@@ -62,6 +62,7 @@ class Curve:
     since_change: float  # bpb change of val since since_step (improving: over the last k evaluations)
     train_change: float | None  # bpb change of train over the same span, when measured
     evaluations: int  # how many the verdict rests on (after since_step; improving: the last k)
+    tol: float = FLAT_BPB  # the tolerance the verdict used
 
     def describe(self) -> str:
         """One line for a person: the best point, then the verdict with its evidence."""
@@ -77,8 +78,8 @@ class Curve:
             what = (f"turned up after step {self.since_step}: val rose {self.since_change:+.4f}{train} over "
                     f"the {evals} since; not overfitting: try a lower learning rate")
         elif self.state == "flattened":
-            what = (f"flattened from step {self.since_step}: the {evals} since moved val by "
-                    f"{self.since_change:+.4f}, within {FLAT_BPB} bits/byte")
+            what = (f"flattened from step {self.since_step}: the {evals} since never beat it by more than "
+                    f"{self.tol} bits/byte (val {self.since_change:+.4f} since)")
         elif n:
             what = f"still improving: val {self.since_change:+.4f} over the last {evals}"
         else:
@@ -94,7 +95,8 @@ def analyse(evals: list[dict[str, Any]], tol: float = FLAT_BPB, k: int = PATIENC
     val = [r["val_bpb"] for r in evals]
     b = min(range(len(val)), key=val.__getitem__)  # the first best
     best, last = evals[b], evals[-1]
-    curve = dict(best_bpb=val[b], best_step=best["step"], best_seconds=best["train_seconds"], last_bpb=val[-1])
+    curve = dict(best_bpb=val[b], best_step=best["step"], best_seconds=best["train_seconds"], last_bpb=val[-1],
+                 tol=tol)
     after = len(val) - 1 - b
     if after >= k and all(v > val[b] + tol for v in val[-k:]):
         trains = (best.get("train_bpb"), last.get("train_bpb"))

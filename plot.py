@@ -140,7 +140,8 @@ def read_race(path: Path) -> dict[str, dict[str, Any]] | None:
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None
     ok = (isinstance(results, dict) and results
-          and all(isinstance(r, dict) and RACE_KEYS <= set(r) and isinstance(r["runs"], list) for r in results.values()))
+          and all(isinstance(r, dict) and RACE_KEYS <= set(r) and isinstance(r["runs"], list)
+                  for r in results.values()))
     return results if ok else None
 
 
@@ -248,9 +249,9 @@ def draw_runs(runs: list[Run], cfg: PlotConfig):
                 series.append(s)
             best = next(r for r in run.evals if r["step"] == run.curve.best_step)
             ax.plot(xs([best], run), [best["val_bpb"]], "o", color=color, ms=5, gid=f"best:{run.label}")
-        ax.set_ylim(bottom, top)
         if cfg.log_y:
             ax.set_yscale("log")
+        ax.set_ylim(bottom, top)
         ax.set_title(f"against {'training time' if xname == 'time' else 'tokens seen'}", fontsize=10)
         ax.tick_params(labelbottom=False)
         ax_lr.set_xlabel(f"training time ({unit_name})" if xname == "time" else "tokens seen")

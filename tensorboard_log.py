@@ -19,7 +19,8 @@ from errors import UserError
 TENSORBOARD_DIR = "tensorboard"  # inside the run directory
 TAGS = {  # metrics.jsonl field -> TensorBoard tag (grouped by what they measure)
     "loss": "train/loss", "lr": "train/lr",
-    "val_loss": "eval/val_loss", "val_bpb": "eval/val_bpb", "train_loss": "eval/train_loss", "train_bpb": "eval/train_bpb",
+    "val_loss": "eval/val_loss", "val_bpb": "eval/val_bpb",
+    "train_loss": "eval/train_loss", "train_bpb": "eval/train_bpb",
     "tokens_per_s": "speed/tokens_per_s", "mfu": "speed/mfu",
 }
 
