@@ -111,6 +111,7 @@ class TrainConfig:
     resume: bool = False  # continue the run in out_dir from its ckpt.pt
     overwrite: bool = False  # allow a new run to replace a finished run in out_dir
     sample_at_end: bool = True  # print a short sample when training ends
+    tensorboard: bool = False  # also write TensorBoard scalars to out_dir/tensorboard/ (needs: pip install tensorboard)
 
     def check(self) -> None:
         need(self.batch_size >= 1, "train.batch_size", f"must be at least 1, got {self.batch_size}")

@@ -34,6 +34,7 @@ import dataclasses
 import json
 import math
 import os
+import shlex
 import shutil
 import signal
 import sys
@@ -49,9 +50,11 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 import hardware
+import tensorboard_log
 from checkpoint import (BEST, LAST, RunState, check_resumable, load_checkpoint, restore, save_checkpoint,
                         training_state)
 from config import Config, TrainConfig, parse_args, run_main
+from curves import METRICS, analyse, evaluations, read_records
 from errors import UserError
 from locks import DirLock
 from model import GPT, GPTConfig
@@ -61,7 +64,6 @@ from sample import generate_texts
 
 SUMMARY = "Train a GPT on a corpus (prepared first if needed); resumable, on CPU, GPU or many GPUs via torchrun."
 COMPILE_PAYBACK_SECONDS = 600.0  # 'auto' compiles on a CPU only for runs expected to train this long
-METRICS = "metrics.jsonl"
 STREAM_TRAIN, STREAM_EVAL, STREAM_DROPOUT = 0, 1, 2  # independent random streams under one seed
 
 
@@ -418,13 +420,15 @@ class Trainer:
         self.out = Path(t.out_dir)
         self.lock = DirLock(self.out / ".lock", f"the run directory {self.out}",
                             "wait for that run to end, or choose another --train.out_dir")
-        self.metrics = None
+        self.metrics = self.tensorboard = None
         self.interrupted: int = 0  # the signal that asked the run to stop, once one has
         try:
             if proc.is_main:
                 if self.out.is_dir():  # before reading anything in it, so a second run is refused at once
                     self.lock.acquire()
                 check_out_dir(t)
+            if t.tensorboard:
+                tensorboard_log.check()  # before anything slow
             self.ds = load_dataset(cfg, proc)  # before any collective: a first preparation can be long
             join_process_group(proc, device)
             check_same_data(self.ds, proc, device)
@@ -440,6 +444,8 @@ class Trainer:
                 del ckpt
             if proc.is_main:
                 self.metrics = self._open_run_dir()
+                if t.tensorboard:
+                    self.tensorboard = tensorboard_log.TensorBoardLog(self.out, self.rs.step if t.resume else None)
                 self._banner()
         except BaseException:
             self.lock.release()
@@ -463,6 +469,7 @@ class Trainer:
             else:
                 for name in (LAST, BEST, METRICS):  # of the run being replaced (--train.overwrite=true)
                     (out / name).unlink(missing_ok=True)
+                shutil.rmtree(out / tensorboard_log.TENSORBOARD_DIR, ignore_errors=True)
             (out / "config.toml.tmp").write_text(self.cfg.to_toml(), encoding="utf-8")
             os.replace(out / "config.toml.tmp", out / "config.toml")
             rank_file = self.ds.meta["tokenizer"].get("file")
@@ -490,6 +497,8 @@ class Trainer:
         self.progress.bar.close()
         if self.metrics:
             self.metrics.close()
+        if self.tensorboard:
+            self.tensorboard.close()
         self.lock.release()
 
     def log(self, record: dict[str, Any]) -> None:
@@ -500,6 +509,8 @@ class Trainer:
             except OSError as e:
                 raise UserError(f"cannot write {self.out / METRICS}: {e.strerror or e}; the last checkpoint is "
                                 "intact: free some disk space and continue with --train.resume=true") from None
+        if self.tensorboard:
+            self.tensorboard.write(record)
 
     def save(self, *names: str) -> None:
         """Write the checkpoint files ``names`` (LAST, BEST) of the run directory; rank 0 only.
@@ -613,7 +624,11 @@ def report(rs: RunState, ds: Dataset, out: Path) -> None:
     bpb = best / math.log(2) / ds.bytes_per_token("val") if math.isfinite(best) else float("nan")
     print(f"\ndone: {rs.step} steps, {rs.tokens_seen:,} tokens in {rs.train_seconds:.1f}s of training; "
           f"best val {bpb:.4f} bits/byte (loss {best:.4f} nats/token)")
+    curve = analyse(evaluations(read_records(out / METRICS)))
+    if curve:
+        print(f"val curve: {curve.describe()}")
     print(f"files in {out}/: {LAST} (last), {BEST} (best val), {METRICS}, config.toml")
+    print(f"plot it: python plot.py {shlex.quote(str(out))}")
 
 
 def main(argv: list[str]) -> int:

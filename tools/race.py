@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the core's modules live at the repository's top level
 
 from config import Config, need, parse_args, run_main, toml_value  # noqa: E402
+from curves import METRICS, evaluations, read_records  # noqa: E402
 from errors import UserError  # noqa: E402
 from prepare import dataset_dir, prepare  # noqa: E402
 
@@ -105,8 +106,8 @@ def result_key(variant: str, budget: float) -> str:
 
 
 def read_run(run_dir: Path, target: float) -> dict[str, float | None]:
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    evals = [r for r in records if "val_bpb" in r]
+    records = read_records(run_dir / METRICS)
+    evals = evaluations(records)
     trains = [r for r in records if "tokens_per_s" in r]
     hit = next((r["train_seconds"] for r in evals if r["val_bpb"] <= target), None) if target > 0 else None
     return {"val_bpb": evals[-1]["val_bpb"], "best_val_bpb": min(r["val_bpb"] for r in evals),
