@@ -116,11 +116,18 @@ def stream_samples(columns: Iterable[torch.Tensor], enc: tiktoken.Encoding, num_
     return ["".join(p) for p in pieces]
 
 
-def generate_texts(model: GPT, enc: tiktoken.Encoding, ids: list[int], s: SampleConfig, device: torch.device,
-                   out: TextIO | None = None, report: TextIO | None = None) -> list[str]:
+@dataclass
+class Generation:
+    texts: list[str]  # the continuation of each sample
+    new_tokens: int  # steps generated (the batch stops once every sample has ended)
+    seconds: float  # wall time of the generation, prefill included
+
+
+def generate(model: GPT, enc: tiktoken.Encoding, ids: list[int], s: SampleConfig, device: torch.device,
+             out: TextIO | None = None) -> Generation:
     """``s.num_samples`` continuations of the token ids ``ids``, generated as one batch with ``s``'s
-    temperature, top-k, top-p, seed and long-context mode; sample 0 streams to ``out``; the speed (new
-    tokens per second, prefill included) is written to ``report``.  Put the model in eval() first."""
+    temperature, top-k, top-p, seed and long-context mode; sample 0 streams to ``out``.  Put the model
+    in eval() first."""
     check_for_model(s, model)
     idx = torch.tensor([ids] * s.num_samples, dtype=torch.long, device=device)  # (num_samples, T)
     generator = torch.Generator(device=device).manual_seed(s.seed)
@@ -138,14 +145,22 @@ def generate_texts(model: GPT, enc: tiktoken.Encoding, ids: list[int], s: Sample
                                         top_p=s.top_p if s.top_p < 1.0 else None, generator=generator,
                                         long_context=s.long_context, sink_tokens=s.sink_tokens)
         texts = stream_samples(counted(columns), enc, s.num_samples, out)
-    if report is not None:
-        seconds = time.perf_counter() - start
-        batch = f" x {s.num_samples} samples" if s.num_samples > 1 else ""
-        past = len(ids) + steps > model.config.block_size
-        mode = (f"; past the context of {model.config.block_size}: {describe_long_context(model, s)}" if past else "")
-        print(f"{steps} new tokens{batch} in {seconds:.2f} s: {steps * s.num_samples / max(seconds, 1e-9):,.1f} "
-              f"tokens/s{mode}", file=report)
-    return texts
+    return Generation(texts, steps, time.perf_counter() - start)
+
+
+def generate_texts(model: GPT, enc: tiktoken.Encoding, ids: list[int], s: SampleConfig, device: torch.device,
+                   out: TextIO | None = None) -> list[str]:
+    """The continuations of :func:`generate`."""
+    return generate(model, enc, ids, s, device, out).texts
+
+
+def speed_line(g: Generation, model: GPT, prompt_tokens: int, s: SampleConfig) -> str:
+    """How fast it went, and what generation did past the context if it got there."""
+    batch = f" x {s.num_samples} samples" if s.num_samples > 1 else ""
+    past = (f"; past the context of {model.config.block_size}: {describe_long_context(model, s)}"
+            if prompt_tokens + g.new_tokens > model.config.block_size else "")
+    return (f"{g.new_tokens} new tokens{batch} in {g.seconds:.2f} s: "
+            f"{g.new_tokens * s.num_samples / max(g.seconds, 1e-9):,.1f} tokens/s{past}")
 
 
 def check_for_model(s: SampleConfig, model: GPT) -> None:
@@ -196,8 +211,8 @@ def sample(cfg: SampleSettings, out: TextIO) -> list[str]:
         text = enc.decode(ids, errors="replace")  # echo what the model actually sees
     out.write(text)
     with hardware.autocast(device, dtype):
-        continuations = generate_texts(model, enc, ids, s, device, out, report=sys.stderr)
-    samples = [text + c for c in continuations]
+        g = generate(model, enc, ids, s, device, out)
+    samples = [text + c for c in g.texts]
     if s.num_samples == 1:
         out.write("\n")
     else:
@@ -205,6 +220,7 @@ def sample(cfg: SampleSettings, out: TextIO) -> list[str]:
         for t in samples[1:]:
             out.write(f"{t}\n{SEPARATOR}\n")
     out.flush()
+    print(speed_line(g, model, len(ids), s), file=sys.stderr)  # after the text, so a terminal shows it apart
     return samples
 
 
