@@ -33,14 +33,14 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from errors import UserError
-from model import GPTConfig
+from model import LONG_CONTEXT, GPTConfig
 
 # Every section a TOML file of this project may hold, and the commands that read it; a section named
 # nowhere here is a typo.  The tools' own sections are defined beside their code.
 PROJECT_SECTIONS = {
     "data": "prepare.py, train.py, eval.py", "model": "train.py", "train": "train.py, sample.py",
     "sample": "sample.py, train.py", "eval": "eval.py", "export": "export.py", "plot": "plot.py",
-    "bench": "tools/bench.py", "race": "tools/race.py",
+    "bench": "tools/bench.py", "race": "tools/race.py", "longcontext": "tools/longcontext.py",
 }
 HIDDEN = {("model", "vocab_size")}  # set from the dataset, never by the user
 
@@ -151,11 +151,16 @@ class SampleConfig:
     seed: int = 1337  # random seed: the same seed gives the same text
     device: str = "auto"  # 'auto', 'cpu', 'cuda', 'mps'
     dtype: str = "auto"  # 'auto' (the precision the run trained in, where this device has it), 'float32', 'bfloat16', 'float16'
+    long_context: str = "sinks"  # past the context: 'sinks' (a rolling KV cache that keeps the first sink_tokens), 'rolling' (a rolling KV cache of the last block_size tokens) or 'recompute' (nanoGPT's exact window, recomputed for every token); learned positions always recompute
+    sink_tokens: int = 4  # long_context = 'sinks': the first tokens kept in the rolling cache (StreamingLLM's attention sinks)
 
     def check(self) -> None:
         need(self.dtype in ("auto", "float32", "bfloat16", "float16"), "sample.dtype",
              f"must be 'auto', 'float32', 'bfloat16' or 'float16', got {self.dtype!r}")
         need(self.num_samples >= 1, "sample.num_samples", "must be at least 1")
+        need(self.long_context in LONG_CONTEXT, "sample.long_context",
+             f"must be one of {', '.join(repr(m) for m in LONG_CONTEXT)}, got {self.long_context!r}")
+        need(self.sink_tokens >= 1, "sample.sink_tokens", "must be at least 1 (and below the model's block_size)")
         need(self.max_new_tokens >= 0, "sample.max_new_tokens", "must be 0 or more")
         need(self.temperature >= 0, "sample.temperature", f"must be 0 (greedy) or more, got {self.temperature}")
         need(self.top_k >= 0, "sample.top_k", "must be 0 (off) or more")

@@ -23,6 +23,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+# what generation does past block_size (GPT.new_cache): nanoGPT's exact window recompute, a rolling
+# KV cache (Mistral's sliding window), or a rolling cache that keeps attention sinks (StreamingLLM)
+LONG_CONTEXT = ("recompute", "rolling", "sinks")
+
 
 @dataclass
 class GPTConfig:
@@ -106,21 +110,47 @@ class Rotary(nn.Module):
     p * base^(-2i/d).  A rotation keeps lengths, and q_m . k_n then depends only on m - n, so
     attention sees relative positions and there is no position table to learn.  Real arithmetic,
     not complex numbers, so torch.compile can fuse it.  The cos/sin tables cover block_size
-    positions and are not saved in checkpoints (they are recomputed).
+    positions and are not saved in checkpoints (they are recomputed).  A rolling KV cache rotates
+    tokens past block_size at their positions in the text (only distances matter, and in its window
+    they stay below block_size); the tables grow for those positions, their angles computed in
+    float64 so that a position of many thousands is as exact as one inside the context.
     """
 
     def __init__(self, head_dim: int, max_len: int, base: float):
         super().__init__()
+        self.head_dim, self.base = head_dim, base
         inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)  # (hd/2,)
         angles = torch.outer(torch.arange(max_len, dtype=torch.float32), inv_freq)  # (max_len, hd/2)
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
 
+    def grow(self, length: int) -> None:
+        """Extend the tables to at least ``length`` positions (doubling, so a long sample grows them rarely)."""
+        old = self.cos.size(0)
+        inv_freq = (self.base ** (-torch.arange(0, self.head_dim, 2, dtype=torch.float32) / self.head_dim)).double()
+        with torch.inference_mode(False), torch.no_grad():  # plain tensors, even when sampling in inference mode
+            angles = torch.outer(torch.arange(old, max(length, 2 * old), dtype=torch.float64), inv_freq)
+            self.cos = torch.cat((self.cos, angles.cos().to(self.cos)))  # (new length, hd/2)
+            self.sin = torch.cat((self.sin, angles.sin().to(self.sin)))
+
     def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
         """Rotate x (B, heads, T, hd) whose first token is at position ``start``."""
         T = x.size(-2)
-        cos = self.cos[start:start + T].to(x.dtype)  # (T, hd/2), broadcast over batch and heads
-        sin = self.sin[start:start + T].to(x.dtype)
+        if start + T > self.cos.size(0):
+            self.grow(start + T)
+        return self.rotate(x, self.cos[start:start + T], self.sin[start:start + T])
+
+    def turn(self, x: torch.Tensor, by: int) -> torch.Tensor:
+        """Rotate every token of x (B, heads, T, hd) on by ``by`` positions: rotations in a plane add, so a
+        key rotated at position p becomes the key rotated at p + by."""
+        if by >= self.cos.size(0):
+            self.grow(by + 1)
+        return self.rotate(x, self.cos[by:by + 1], self.sin[by:by + 1])
+
+    @staticmethod
+    def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """x (B, heads, T, hd) with each channel pair (i, i + hd/2) rotated by the angle whose cos/sin are given."""
+        cos, sin = cos.to(x.dtype), sin.to(x.dtype)  # (T, hd/2) or (1, hd/2), broadcast over batch and heads
         x1, x2 = x.chunk(2, dim=-1)
         return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
 
@@ -128,31 +158,77 @@ class Rotary(nn.Module):
 class KVCache:
     """Keys and values of every layer for the tokens seen so far, for incremental decoding.
 
-    One preallocated tensor per layer and for keys and values, (B, kv_heads, block_size, head_dim),
+    One preallocated tensor per layer for keys and one for values, (B, kv_heads, block_size, head_dim),
     created on the first write with that write's dtype and device (so autocast just works), plus
-    ``length``: how many positions are filled.  Each attention layer writes its new keys/values at
-    ``length`` and attends over ``[0, length + T)``; ``GPT`` advances ``length`` once all layers ran.
-    Keys are stored after QK-norm and rotation, i.e. exactly what attention consumed.
+    ``length``: how many tokens the cache has seen (the position of the next one).  Each attention
+    layer writes the keys/values of its new tokens and attends over what the cache holds; ``GPT``
+    advances ``length`` once all layers ran.  Keys are stored after QK-norm and rotation, i.e.
+    exactly what attention consumed.
+
+    A plain cache holds block_size tokens and refuses more: nanoGPT's exact semantics past the
+    context (each step sees the last block_size tokens as if fed from scratch) need the window
+    recomputed, because the keys of deeper layers depend on every earlier token of the window.
+
+    A rolling cache (``rolling=True``, rotary positions only) goes on one token at a time and evicts
+    the oldest: each new token attends to the keys and values of the most recent block_size tokens as
+    they were computed when those tokens were new, and nothing is recomputed.  That is sliding-window
+    attention as Mistral uses it (Jiang et al. 2023), whose layers still pass information from
+    further back.  Evicting the window's first tokens can hurt a model trained with full attention,
+    which parks attention on them ("attention sinks", StreamingLLM, Xiao et al. 2023); with
+    ``sinks=k`` the first k tokens are never evicted and the window rolls over the other slots.
+    Positions: inside the rolling window the distance from the newest token to each key equals their
+    distance in the text, below block_size as in training, and RoPE sees only distances, so keys
+    rotated at their text positions when written stay right.  StreamingLLM assigns positions by place
+    in the cache, so a sink sits just before the window, its distance to the query below block_size;
+    the sinks are the only keys whose distance then changes as the text grows, so they alone are
+    turned on by the offset every step (``Rotary.turn``), from their keys as first written.
     """
 
-    def __init__(self, n_layer: int, block_size: int):
-        self.block_size = block_size
-        self.k: list[torch.Tensor | None] = [None] * n_layer
-        self.v: list[torch.Tensor | None] = [None] * n_layer
+    def __init__(self, n_layer: int, block_size: int, rolling: bool = False, sinks: int = 0):
+        if not 0 <= sinks < block_size or (sinks and not rolling):
+            raise ValueError(f"sinks must be 0, or below block_size ({block_size}) in a rolling cache, got {sinks}")
+        self.n_layer, self.block_size, self.rolling, self.sinks = n_layer, block_size, rolling, sinks
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget every token (a prefill starts over)."""
+        self.k: list[torch.Tensor | None] = [None] * self.n_layer
+        self.v: list[torch.Tensor | None] = [None] * self.n_layer
+        self.sink_k: list[torch.Tensor | None] = [None] * self.n_layer  # the sinks' keys as first written
         self.length = 0
 
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store k, v (B, kv_heads, T, hd) at positions [length, length + T); return all keys/values so far."""
+    def can_take(self, T: int) -> bool:
+        """Whether T more tokens fit: up to block_size in all, then (rolling) one at a time."""
+        return self.length + T <= self.block_size or (self.rolling and T == 1)
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor,
+               rotary: Rotary | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v (B, kv_heads, T, hd) of the tokens at positions [length, length + T); return every
+        key/value the new tokens attend to (B, kv_heads, min(length + T, block_size), hd)."""
         B, H, T, D = k.shape
-        end = self.length + T
-        if end > self.block_size:
-            raise ValueError(f"KV cache holds {self.block_size} positions; cannot write up to {end}")
+        S, end = self.block_size, self.length + T
+        if not self.can_take(T):
+            raise ValueError(f"KV cache holds {S} positions; cannot write up to {end}"
+                             + (" (past them, one token at a time)" if self.rolling else ""))
         if self.k[layer] is None:
-            self.k[layer] = k.new_empty(B, H, self.block_size, D)
-            self.v[layer] = v.new_empty(B, H, self.block_size, D)
-        self.k[layer][:, :, self.length:end] = k
-        self.v[layer][:, :, self.length:end] = v
-        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]  # (B, kv_heads, end, hd)
+            self.k[layer] = k.new_empty(B, H, S, D)
+            self.v[layer] = v.new_empty(B, H, S, D)
+        if end <= S:  # filling up: slot = position
+            self.k[layer][:, :, self.length:end] = k
+            self.v[layer][:, :, self.length:end] = v
+            return self.k[layer][:, :, :end], self.v[layer][:, :, :end]  # (B, kv_heads, end, hd)
+        # full: the new token takes the slot of the oldest one that is not a sink (a ring over slots
+        # sinks..S-1); slot order does not matter, since one query attends to all slots without a mask
+        slot = self.sinks + (self.length - self.sinks) % (S - self.sinks)
+        self.k[layer][:, :, slot] = k[:, :, 0]
+        self.v[layer][:, :, slot] = v[:, :, 0]
+        if self.sinks and rotary is not None:
+            # by place in the cache the query is at S - 1 and sink i at i; the query was rotated at its
+            # text position (length), so sink i goes to i + length - (S - 1)
+            if self.sink_k[layer] is None:
+                self.sink_k[layer] = self.k[layer][:, :, :self.sinks].clone()  # (B, kv_heads, sinks, hd)
+            self.k[layer][:, :, :self.sinks] = rotary.turn(self.sink_k[layer], self.length - (S - 1))
+        return self.k[layer], self.v[layer]  # (B, kv_heads, S, hd)
 
 
 class CausalSelfAttention(nn.Module):
@@ -202,11 +278,12 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.qkv(x, start)
         mask = None
         if cache is not None:
-            k, v = cache.update(self.layer_idx, k, v)  # (B, kv_heads, start + T, hd)
+            k, v = cache.update(self.layer_idx, k, v, self.rotary)  # (B, kv_heads, min(start + T, block_size), hd)
             if start > 0 and T > 1:  # several new queries after cached keys: query i sees keys <= start + i
                 mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(diagonal=start)
         # with no cache, or a cache filled from empty, the plain causal mask is right; a single new
-        # query after cached keys may see all of them, so it needs no mask at all
+        # query after cached keys (a rolling cache's whole window included) may see all of them, so it
+        # needs no mask at all
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=start == 0,
                                            dropout_p=self.dropout if self.training else 0.0, **self.sdpa_kwargs)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C): heads side by side again
@@ -329,7 +406,11 @@ class GPT(nn.Module):
         """Final normalised hidden states (B, T, C) for tokens idx (B, T), continuing ``cache`` if given."""
         B, T = idx.shape
         start = cache.length if cache is not None else 0
-        if start + T > self.config.block_size:
+        rolling = cache is not None and cache.rolling
+        if rolling and "wpe" in self.transformer:
+            raise ValueError("a rolling KV cache needs rotary positions (pos_emb='rope'): learned position "
+                             "embeddings have no position past block_size")
+        if start + T > self.config.block_size and not rolling:
             raise ValueError(f"cannot forward a sequence of {start + T} tokens: "
                              f"block_size is only {self.config.block_size}")
         x = self.transformer.wte(idx)  # (B, T, C)
@@ -401,20 +482,59 @@ class GPT(nn.Module):
 
     # ---- generation
 
+    def new_cache(self, long_context: str = "recompute", sink_tokens: int = 4) -> KVCache:
+        """A KV cache for generation, by what it does past block_size (``long_context``):
+
+        - 'recompute': nanoGPT's exact semantics, every step as if the last block_size tokens were fed
+          from scratch, so past the context the window is recomputed for every token;
+        - 'rolling': a rolling cache of the last block_size tokens, nothing recomputed (Mistral's
+          sliding window);
+        - 'sinks': the same, keeping the first ``sink_tokens`` tokens (StreamingLLM's attention sinks).
+
+        See ``KVCache`` for why.  Models with learned positions always get 'recompute'.
+        """
+        if long_context not in LONG_CONTEXT:
+            raise ValueError(f"long_context must be one of {', '.join(LONG_CONTEXT)}, got {long_context!r}")
+        rolling = long_context != "recompute" and self.config.pos_emb == "rope"
+        sinks = sink_tokens if rolling and long_context == "sinks" else 0
+        if long_context == "sinks" and not 0 < sink_tokens < self.config.block_size:
+            raise ValueError(f"sink_tokens must be between 1 and block_size - 1 ({self.config.block_size - 1}), "
+                             f"got {sink_tokens}")
+        return KVCache(self.config.n_layer, self.config.block_size, rolling, sinks)
+
+    def next_logits(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Logits (B, V) of the token after idx (B, n): one step of generation.
+
+        If ``cache`` has seen idx[:, :-1] and can take one more token, only the newest token is fed
+        (decode).  Otherwise the last block_size tokens are fed from scratch (nanoGPT's crop), into the
+        cache if one is given (prefill).  So without a cache every step recomputes the window; with a
+        plain cache the prompt is prefilled once, and past block_size, where a plain cache cannot grow,
+        the window is recomputed every step (exactly nanoGPT's semantics); a rolling cache decodes on.
+        """
+        if cache is not None and cache.length == idx.size(1) - 1 and cache.can_take(1):
+            x = self.hidden_states(idx[:, -1:], cache)  # decode: only the newest token, (B, 1, C)
+        else:
+            if cache is not None:
+                cache.clear()
+            x = self.hidden_states(idx[:, -self.config.block_size:], cache)  # (B, min(n, block_size), C)
+        return self.head(x[:, -1, :])  # (B, V): the head only where it is needed
+
     @torch.no_grad()
     def generate_stream(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
                         top_k: int | None = None, top_p: float | None = None,
-                        generator: torch.Generator | None = None, use_cache: bool = True) -> Iterator[torch.Tensor]:
+                        generator: torch.Generator | None = None, use_cache: bool = True,
+                        long_context: str = "recompute", sink_tokens: int = 4) -> Iterator[torch.Tensor]:
         """Yield max_new_tokens new tokens, one column (B,) at a time, continuing idx (B, T).
 
-        The prompt is prefilled once into a KV cache; then each step feeds only the newest token and
-        computes the LM head only at the last position.  Semantics are exactly nanoGPT's: each step
-        behaves like feeding the last block_size tokens from scratch.  So once the sequence outgrows
-        block_size the window slides and its positions restart at 0, and every later step re-prefills
-        the cropped window: that is unavoidable for exactness with any position scheme, because the
-        keys of deeper layers depend on all earlier tokens of the window, and the window lost one.
-        ``use_cache=False`` recomputes the window at every step (the reference the cache is tested
-        against).  Put the model in eval() first if it has dropout.
+        The prompt (its last block_size tokens) is prefilled once into a KV cache; then each step
+        feeds only the newest token and computes the LM head only at the last position
+        (``next_logits``).  ``long_context`` says what happens once the sequence outgrows block_size
+        (``new_cache``): 'recompute' keeps nanoGPT's exact semantics, each step as if the last
+        block_size tokens were fed from scratch, so the window is recomputed for every token;
+        'rolling' and 'sinks' keep a rolling cache and recompute nothing (rotary models only).
+        ``use_cache=False`` recomputes the window at every step, as nanoGPT's generate does (the
+        reference the cache is tested against).  All rows of a batch share one cache and evict
+        alike.  Put the model in eval() first if it has dropout.
         """
         if idx.dim() != 2 or idx.size(1) == 0:
             raise ValueError(f"idx must be a (batch, time) tensor with at least one token, got shape {tuple(idx.shape)}")
@@ -426,19 +546,9 @@ class GPT(nn.Module):
             raise ValueError(f"top_k must be >= 0 (0 or None = off), got {top_k}")
         if top_p is not None and not 0.0 < top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1] (1 or None = off), got {top_p}")
-        L = self.config.block_size
-        cache = None
+        cache = self.new_cache(long_context, sink_tokens) if use_cache else None
         for _ in range(max_new_tokens):
-            n = idx.size(1)
-            if cache is not None and cache.length == n - 1 and cache.length < L:
-                x = self.hidden_states(idx[:, -1:], cache)  # decode: only the newest token, (B, 1, C)
-            else:
-                window = idx[:, -L:]  # (B, min(n, L)): nanoGPT's crop
-                # a full window can never be extended (the next token would sit at position L), so
-                # it gets no cache; otherwise this is the one prefill
-                cache = KVCache(self.config.n_layer, L) if use_cache and window.size(1) < L else None
-                x = self.hidden_states(window, cache)
-            logits = self.head(x[:, -1, :])  # (B, V): the head only where it is needed
+            logits = self.next_logits(idx, cache)  # (B, V)
             next_token = sample_next(logits, temperature, top_k, top_p, generator)  # (B,)
             idx = torch.cat((idx, next_token[:, None]), dim=1)
             yield next_token
@@ -446,9 +556,10 @@ class GPT(nn.Module):
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None,
-                 generator: torch.Generator | None = None, use_cache: bool = True) -> torch.Tensor:
+                 generator: torch.Generator | None = None, use_cache: bool = True,
+                 long_context: str = "recompute", sink_tokens: int = 4) -> torch.Tensor:
         """idx (B, T) followed by max_new_tokens sampled tokens: (B, T + max_new_tokens).
         See ``generate_stream`` for the semantics; temperature 0 is greedy."""
         new = [t[:, None] for t in self.generate_stream(idx, max_new_tokens, temperature, top_k, top_p,
-                                                        generator, use_cache)]
+                                                        generator, use_cache, long_context, sink_tokens)]
         return torch.cat([idx, *new], dim=1)

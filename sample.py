@@ -16,6 +16,10 @@ sampling itself (KV cache, temperature, top-k, top-p, seeded generator) lives in
   printed when the batch ends, each sample followed by a ``---------------`` line.  A
   sample ends at ``<|endoftext|>`` (not printed) or after ``max_new_tokens``; the batch
   stops as soon as every sample has ended.
+* **Past the context.**  ``sample.long_context`` says what happens once a sample outgrows
+  block_size: 'sinks' (the default) and 'rolling' keep a rolling KV cache, so long samples run at
+  cache speed; 'recompute' is nanoGPT's exact semantics, the window recomputed for every token
+  (``model.KVCache`` says why each).  When it ends, the speed is printed on stderr.
 * **UTF-8.**  A byte-level tokenizer may split one character over several tokens; each
   sample has its own incremental UTF-8 decoder, so a character is printed only once all
   of its bytes have arrived, and the streamed text equals the decoded whole.
@@ -26,6 +30,7 @@ import codecs
 import math
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, TextIO
@@ -123,16 +128,67 @@ def sampling_dtype(setting: str, ckpt: dict, device: torch.device) -> torch.dtyp
         return hardware.pick_dtype("auto", device)
 
 
-def generate_texts(model: GPT, enc: tiktoken.Encoding, ids: list[int], s: SampleConfig, device: torch.device,
-                   out: TextIO | None = None) -> list[str]:
+@dataclass
+class Generation:
+    texts: list[str]  # the continuation of each sample
+    new_tokens: int  # steps generated (the batch stops once every sample has ended)
+    seconds: float  # wall time of the generation, prefill included
+
+
+def generate(model: GPT, enc: tiktoken.Encoding, ids: list[int], s: SampleConfig, device: torch.device,
+             out: TextIO | None = None) -> Generation:
     """``s.num_samples`` continuations of the token ids ``ids``, generated as one batch with ``s``'s
-    temperature, top-k, top-p and seed; sample 0 streams to ``out``.  Put the model in eval() first."""
+    temperature, top-k, top-p, seed and long-context mode; sample 0 streams to ``out``.  Put the model
+    in eval() first."""
+    check_for_model(s, model)
     idx = torch.tensor([ids] * s.num_samples, dtype=torch.long, device=device)  # (num_samples, T)
     generator = torch.Generator(device=device).manual_seed(s.seed)
+    steps = 0
+
+    def counted(columns: Iterable[torch.Tensor]) -> Iterable[torch.Tensor]:
+        nonlocal steps
+        for column in columns:
+            steps += 1
+            yield column
+
+    start = time.perf_counter()
     with torch.inference_mode():
         columns = model.generate_stream(idx, s.max_new_tokens, temperature=s.temperature, top_k=s.top_k or None,
-                                        top_p=s.top_p if s.top_p < 1.0 else None, generator=generator)
-        return stream_samples(columns, enc, s.num_samples, out)
+                                        top_p=s.top_p if s.top_p < 1.0 else None, generator=generator,
+                                        long_context=s.long_context, sink_tokens=s.sink_tokens)
+        texts = stream_samples(counted(columns), enc, s.num_samples, out)
+    return Generation(texts, steps, time.perf_counter() - start)
+
+
+def generate_texts(model: GPT, enc: tiktoken.Encoding, ids: list[int], s: SampleConfig, device: torch.device,
+                   out: TextIO | None = None) -> list[str]:
+    """The continuations of :func:`generate`."""
+    return generate(model, enc, ids, s, device, out).texts
+
+
+def speed_line(g: Generation, model: GPT, prompt_tokens: int, s: SampleConfig) -> str:
+    """How fast it went, and what generation did past the context if it got there."""
+    batch = f" x {s.num_samples} samples" if s.num_samples > 1 else ""
+    past = (f"; past the context of {model.config.block_size}: {describe_long_context(model, s)}"
+            if prompt_tokens + g.new_tokens > model.config.block_size else "")
+    return (f"{g.new_tokens} new tokens{batch} in {g.seconds:.2f} s: "
+            f"{g.new_tokens * s.num_samples / max(g.seconds, 1e-9):,.1f} tokens/s{past}")
+
+
+def check_for_model(s: SampleConfig, model: GPT) -> None:
+    """The settings that depend on the model, checked before anything is printed."""
+    if s.long_context == "sinks" and s.sink_tokens >= model.config.block_size:
+        raise UserError(f"--sample.sink_tokens: must be below the model's block_size ({model.config.block_size}), "
+                        f"got {s.sink_tokens}")
+
+
+def describe_long_context(model: GPT, s: SampleConfig) -> str:
+    """What generation did past block_size, in words."""
+    if model.config.pos_emb != "rope" or s.long_context == "recompute":
+        return "the window recomputed every token" + (" (learned positions)" if s.long_context != "recompute" else "")
+    if s.long_context == "rolling":
+        return "a rolling KV cache"
+    return f"a rolling KV cache keeping {s.sink_tokens} sink tokens"
 
 
 @dataclass
@@ -158,6 +214,7 @@ def sample(cfg: SampleSettings, out: TextIO) -> list[str]:
         raise UserError(f"the tokenizer file {rank_file} is missing beside {path}; copy it there from the run "
                         "or dataset directory the checkpoint came from")
     enc = load_tokenizer(ckpt["tokenizer"], path.parent)
+    check_for_model(s, model)
 
     ids, cut = encode_prompt(enc, text, model.config.block_size)
     if cut:
@@ -166,8 +223,8 @@ def sample(cfg: SampleSettings, out: TextIO) -> list[str]:
         text = enc.decode(ids, errors="replace")  # echo what the model actually sees
     out.write(text)
     with hardware.autocast(device, dtype):
-        continuations = generate_texts(model, enc, ids, s, device, out)
-    samples = [text + c for c in continuations]
+        g = generate(model, enc, ids, s, device, out)
+    samples = [text + c for c in g.texts]
     if s.num_samples == 1:
         out.write("\n")
     else:
@@ -175,6 +232,7 @@ def sample(cfg: SampleSettings, out: TextIO) -> list[str]:
         for t in samples[1:]:
             out.write(f"{t}\n{SEPARATOR}\n")
     out.flush()
+    print(speed_line(g, model, len(ids), s), file=sys.stderr)  # after the text, so a terminal shows it apart
     return samples
 
 

@@ -16,7 +16,7 @@ from tools import bench
 TINY = ["--bench.repeats=1", "--bench.warmup=1", "--bench.train_steps=1", "--bench.gpt2_steps=0",
         "--bench.candidates=false", "--bench.memory=false",
         "--bench.attn_batch=2", "--bench.attn_seq=16", "--bench.attn_embd=16", "--bench.attn_heads=2",
-        "--bench.attn_sweep=8,16", "--bench.sample_tokens=12", "--bench.sample_blocks=8",
+        "--bench.attn_sweep=8,16", "--bench.sample_tokens=12", "--bench.sample_blocks=8", "--bench.sample_batch=2",
         "--bench.prepare_mb=0.03", "--data.vocab_size=300",
         "--model.n_layer=1", "--model.n_head=2", "--model.n_embd=16", "--model.block_size=16",
         "--train.batch_size=2"]
@@ -35,7 +35,10 @@ def test_every_part_runs_and_writes_json(tmp_path, monkeypatch):
     assert a["ours"]["compiled"] is False  # a 2,000-step run of a tiny model never pays a CPU compile back
     assert res["train"]["config_model"]["config model"]["mfu"] > 0
     assert set(res["attention"]["classes"]) == set(bench.ATTENTION)
-    assert res["sample"]["8"]["identical"] is True  # the KV cache changes no greedy token
+    (r,) = res["sample"]["runs"]  # block 8, batch 2, 12 new tokens: past the context
+    assert (r["block"], r["batch"], r["new_tokens"]) == (8, 2, 12)
+    assert r["identical"] and r["identical_inside_context"]  # the caches change no greedy token where they must not
+    assert set(r["speedup"]) == set(bench.SAMPLE_WAYS) and r["rolling"]["tokens_per_s"] > 0
     assert res["prepare"]["tokens"] > 0 and res["prepare"]["ratio"] > 0
     text = "\n".join(printed)
     for title in ("train (a)", "attention at B=2", "attention sweep", "sampling", "prepare:"):

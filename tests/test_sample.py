@@ -129,6 +129,29 @@ def test_sampling_settings_reach_the_model(capsys, run_dir: Path, monkeypatch) -
     assert seen["kwargs"]["top_p"] == 0.9 and isinstance(seen["kwargs"]["generator"], torch.Generator)
     sample(capsys, run_dir, "--sample.top_k=5", "--sample.top_p=1")
     assert seen["kwargs"]["top_k"] == 5 and seen["kwargs"]["top_p"] is None
+    sample(capsys, run_dir, "--sample.long_context=sinks", "--sample.sink_tokens=2")
+    assert seen["kwargs"]["long_context"] == "sinks" and seen["kwargs"]["sink_tokens"] == 2
+
+
+def test_speed_is_reported_on_stderr(capsys, run_dir: Path) -> None:
+    out, err = sample(capsys, run_dir, "--sample.max_new_tokens=20", "--sample.num_samples=2",
+                      "--sample.prompt=ab", "--sample.long_context=rolling")
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("20 new tokens x 2 samples in ") and " tokens/s" in last and "tokens/s" not in out
+    # the run's model has learned positions: past the context it recomputes, whatever the setting
+    assert last.endswith("past the context of 16: the window recomputed every token (learned positions)")
+
+
+def test_rolling_cache_from_the_command_line(capsys, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    config = GPTConfig(vocab_size=257, block_size=BLOCK, n_layer=1, n_head=2, n_embd=16, pos_emb="rope")
+    save_checkpoint(tmp_path / "ckpt.pt", {"format": FORMAT, "model": GPT(config).state_dict(),
+                                           "model_config": dataclasses.asdict(config), "tokenizer": bytes_spec()})
+    args = ("--sample.max_new_tokens=40", "--sample.temperature=0", "--sample.prompt=ab")
+    rolling, err = sample(capsys, tmp_path, *args, "--sample.long_context=sinks", "--sample.sink_tokens=3")
+    assert err.strip().endswith("past the context of 16: a rolling KV cache keeping 3 sink tokens")
+    exact, _ = sample(capsys, tmp_path, *args, "--sample.long_context=recompute")
+    assert rolling[:BLOCK] == exact[:BLOCK]  # inside the context: the same tokens (one byte each)
 
 
 def test_sampling_precision_is_the_runs_unless_set(tmp_path, monkeypatch, capsys) -> None:
@@ -235,6 +258,8 @@ def test_bad_settings(monkeypatch, capsys, run_dir: Path) -> None:
     assert "--sample.top_k" in fails(monkeypatch, capsys, ck, "--sample.top_k=-3")
     assert "sample.temperature must be a number" in fails(monkeypatch, capsys, ck, "--sample.temperature=hot")
     assert "--sample.num_samples" in fails(monkeypatch, capsys, ck, "--sample.num_samples=0")
+    assert "--sample.long_context: must be one of 'recompute', 'rolling', 'sinks'" in fails(
+        monkeypatch, capsys, ck, "--sample.long_context=sliding")
     assert "prompt file" in fails(monkeypatch, capsys, ck, "--sample.prompt=FILE:/no/such/prompt.txt")
     if not torch.cuda.is_available():
         assert "--sample.device" in fails(monkeypatch, capsys, ck, "--sample.device=cuda")
@@ -249,6 +274,16 @@ def test_missing_and_corrupt_checkpoints(monkeypatch, capsys, tmp_path: Path, ru
     bad = tmp_path / "bad.pt"
     bad.write_bytes((run_dir / "ckpt.pt").read_bytes()[:3000])  # truncated
     assert "truncated or corrupt" in fails(monkeypatch, capsys, f"--sample.checkpoint={bad}")
+
+
+def test_too_many_sinks_for_the_model(monkeypatch, capsys, run_dir: Path) -> None:
+    monkeypatch.setattr(sys, "argv", ["sample.py", f"--sample.checkpoint={run_dir}", "--sample.device=cpu",
+                                      "--sample.long_context=sinks", "--sample.sink_tokens=16"])
+    with pytest.raises(SystemExit) as e:
+        run_main(main)
+    captured = capsys.readouterr()
+    assert e.value.code == 2 and captured.out == ""  # refused before the prompt is echoed
+    assert captured.err.splitlines()[-1] == "error: --sample.sink_tokens: must be below the model's block_size (16), got 16"
 
 
 def test_missing_tokenizer_file(monkeypatch, capsys, tmp_path: Path) -> None:

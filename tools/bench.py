@@ -11,7 +11,8 @@ finishes; all figures are also written to ``bench.json``:
 * **attention**: every class of ``tests/reference_attention.py`` that takes (B, T, d), the efficient
   ``model.CausalSelfAttention`` and its floor (its projections and ``F.scaled_dot_product_attention``
   alone): forward and forward+backward time and peak memory, and a sweep over T.
-* **sample**: ``GPT.generate`` with the KV cache against full recomputation (nanoGPT's crop and rerun).
+* **sample**: ``GPT.generate`` without a cache (nanoGPT's: the window recomputed for every token)
+  against the KV cache in each ``sample.long_context`` mode: recompute, rolling, sinks.
 * **prepare**: ``prepare.py``'s encoding against raw tiktoken on the same text, and its peak memory.
 
 How it measures, because these machines are shared and noisy: every figure is the median of
@@ -93,8 +94,10 @@ class BenchConfig:
     attn_embd: int = 768  # attention part: width
     attn_heads: int = 12  # attention part: heads
     attn_sweep: str = "256,512,1024,2048,4096"  # attention part: sequence lengths of the sweep (batch 1)
-    sample_tokens: int = 500  # sampling part: new tokens per measurement
-    sample_blocks: str = "64,256"  # sampling part: block sizes
+    sample_tokens: str = "500,2000"  # sampling part: new tokens per measurement (comma-separated)
+    sample_blocks: str = "256"  # sampling part: block sizes (comma-separated)
+    sample_batch: str = "1"  # sampling part: batch sizes, i.e. samples generated together (comma-separated)
+    sample_sinks: int = 4  # sampling part: sink tokens of the 'sinks' rolling cache
     prepare_mb: float = 20.0  # prepare part: megabytes of text encoded
     json: str = "bench.json"  # where the figures are written as JSON
     device: str = "auto"  # 'auto', 'cpu', 'cuda'
@@ -107,7 +110,7 @@ class BenchConfig:
         parts = [p.strip() for p in self.parts.split(",") if p.strip()]
         need(bool(parts) and all(p in PARTS for p in parts), "bench.parts",
              f"must be a comma-separated list of {', '.join(PARTS)}; got {self.parts!r}")
-        for key in ("attn_sweep", "sample_blocks"):
+        for key in ("attn_sweep", "sample_blocks", "sample_tokens", "sample_batch"):
             value = getattr(self, key)
             need(all(v.strip().isdigit() and int(v) > 0 for v in value.split(",") if v.strip()), f"bench.{key}",
                  f"must be comma-separated positive whole numbers, got {value!r}")
@@ -115,7 +118,7 @@ class BenchConfig:
             need(getattr(self, key) >= 1, f"bench.{key}", "must be at least 1")
         need(self.attn_embd % self.attn_heads == 0, "bench.attn_embd",
              f"must be divisible by bench.attn_heads ({self.attn_heads})")
-        for key in ("gpt2_steps", "gpt2_block", "gpt2_batch", "threads", "sample_tokens"):
+        for key in ("gpt2_steps", "gpt2_block", "gpt2_batch", "threads", "sample_sinks"):
             need(getattr(self, key) >= 0, f"bench.{key}", "must be 0 or more")
         need(self.prepare_mb > 0, "bench.prepare_mb", "must be positive")
         need(self.slow_seconds > 0, "bench.slow_seconds", "must be positive")
@@ -666,51 +669,62 @@ def part_attention(cfg: BenchSettings, device: torch.device, say: Callable[[str]
 # --------------------------------------------------------------------------- sampling
 
 
+SAMPLE_WAYS = {  # name -> GPT.generate keyword arguments
+    "uncached": dict(use_cache=False),  # nanoGPT's generate: the window recomputed for every token
+    "recompute": dict(long_context="recompute"),  # KV cache, nanoGPT's exact semantics past the context
+    "rolling": dict(long_context="rolling"),  # rolling KV cache (sliding window)
+    "sinks": dict(long_context="sinks"),  # rolling KV cache keeping the first tokens
+}
+
+
 def part_sample(cfg: BenchSettings, device: torch.device, say: Callable[[str], None]) -> dict:
     b = cfg.bench
-    n = b.sample_tokens
-    blocks = [int(s) for s in b.sample_blocks.split(",") if s]
+    ints = lambda text: [int(v) for v in text.split(",") if v.strip()]
     dtype = hardware.pick_dtype(cfg.train.dtype, device)
-    res, rows = {}, []
-    for L in blocks:
+    runs, rows = [], []
+    for L in ints(b.sample_blocks):
         torch.manual_seed(0)
         mcfg = dataclasses.replace(cfg.model, vocab_size=bench_vocab(cfg.data), block_size=L, dropout=0.0)
         model = GPT(mcfg).to(device).eval()
-        prompt = torch.zeros(1, 1, dtype=torch.long, device=device)  # one token, as sample.py's "\n"
-        n_in = min(n, L - 1)  # new tokens that fit inside the window: the cache's own regime
-        outputs: dict[str, torch.Tensor] = {}
+        sinks = min(b.sample_sinks, L - 1)
+        for B in ints(b.sample_batch):
+            prompt = torch.zeros(B, 1, dtype=torch.long, device=device)  # one token, as sample.py's "\n"
+            for n in ints(b.sample_tokens):
+                outputs: dict[str, torch.Tensor] = {}
 
-        def gen(tokens: int, cache: bool, key: str) -> Callable[[], None]:
-            def run():
-                with hardware.autocast(device, dtype):
-                    outputs[key] = model.generate(prompt, tokens, temperature=0.0, use_cache=cache)
-            return run
-        say(f"sample: block {L}, {n} new tokens ...")
-        t = interleave({"cache": gen(n, True, "cache"), "recompute": gen(n, False, "recompute"),
-                        "cache, in-window": gen(n_in, True, "cache_in"),
-                        "recompute, in-window": gen(n_in, False, "recompute_in")},
-                       device, b.repeats, b.warmup, b.slow_seconds)
-        same = torch.equal(outputs["cache"], outputs["recompute"]) and torch.equal(outputs["cache_in"],
-                                                                                    outputs["recompute_in"])
-        r = {k: {**v.to_json(), "tokens_per_s": (n if "window" not in k else n_in) / v.median} for k, v in t.items()}
-        r.update(overall_speedup=t["recompute"].median / t["cache"].median, identical=same, new_tokens=n,
-                 in_window_tokens=n_in,
-                 in_window_speedup=t["recompute, in-window"].median / t["cache, in-window"].median)
-        res[L] = r
-        rows.append([L, f"{r['recompute']['tokens_per_s']:,.0f}", f"{r['cache']['tokens_per_s']:,.0f}",
-                     f"{r['overall_speedup']:.2f}x", n_in, f"{r['recompute, in-window']['tokens_per_s']:,.0f}",
-                     f"{r['cache, in-window']['tokens_per_s']:,.0f}", f"{r['in_window_speedup']:.2f}x",
-                     "yes" if same else "NO"])
+                def gen(name: str) -> Callable[[], None]:
+                    def run():
+                        with hardware.autocast(device, dtype), torch.inference_mode():
+                            outputs[name] = model.generate(prompt, n, temperature=0.0, sink_tokens=sinks,
+                                                           **SAMPLE_WAYS[name])
+                    return run
+                say(f"sample: block {L}, batch {B}, {n} new tokens ...")
+                t = interleave({name: gen(name) for name in SAMPLE_WAYS}, device, b.repeats, b.warmup,
+                               b.slow_seconds)
+                inside = min(n, L - 1)  # new tokens inside the context (after the 1-token prompt)
+                r = {"block": L, "batch": B, "new_tokens": n, "sink_tokens": sinks,
+                     **{name: {**v.to_json(), "tokens_per_s": n * B / v.median} for name, v in t.items()},
+                     "speedup": {name: t["uncached"].median / t[name].median for name in SAMPLE_WAYS},
+                     "identical": torch.equal(outputs["recompute"], outputs["uncached"]),
+                     "identical_inside_context": all(torch.equal(outputs[name][:, :1 + inside],
+                                                                 outputs["uncached"][:, :1 + inside])
+                                                     for name in SAMPLE_WAYS)}
+                runs.append(r)
+                rows.append([L, B, n] + [f"{r[name]['tokens_per_s']:,.0f}" for name in SAMPLE_WAYS]
+                            + [f"{r['speedup'][name]:.2f}x" for name in ("recompute", "rolling", "sinks")]
+                            + ["yes" if r["identical"] else "NO", "yes" if r["identical_inside_context"] else "NO"])
     m = cfg.model
     notes = [f"model: the config's ({m.n_layer}x{m.n_embd}, {m.pos_emb} positions), vocab {bench_vocab(cfg.data)}, "
-             f"untrained, greedy, a 1-token prompt, {dtype}",
-             "recompute = use_cache=False: nanoGPT's crop-and-rerun of the whole window for every token",
-             "past block_size the exact nanoGPT semantics (positions restart with the sliding window) force a window "
-             "recompute per token with or without a cache (GPT.generate_stream), which caps the overall ratio"]
-    say(table(f"sampling ({device})", ["block", "recompute tok/s", "cache tok/s", "ratio", "in-window tokens",
-                                       "recompute tok/s", "cache tok/s", "ratio", "identical"],
-              rows, notes))
-    return {str(k): v for k, v in res.items()}
+             f"untrained, greedy, a 1-token prompt, {dtype}; tok/s = new tokens x batch / second",
+             "uncached = use_cache=False: nanoGPT's generate, the whole window recomputed for every token; x = the "
+             "same run's uncached time / this way's",
+             "recompute = the KV cache with nanoGPT's exact semantics, which past block_size recompute the window "
+             "every token; rolling, sinks = the rolling KV cache (sample.long_context), nothing recomputed",
+             "same (a): recompute's tokens = uncached's; same inside: every way's tokens = uncached's while the "
+             "sample fits in the context"]
+    say(table(f"sampling ({device})", ["block", "batch", "new tokens"] + [f"{name} tok/s" for name in SAMPLE_WAYS]
+              + ["recompute x", "rolling x", "sinks x", "same (a)", "same inside"], rows, notes))
+    return {"runs": runs}
 
 
 # --------------------------------------------------------------------------- preparation
