@@ -407,20 +407,28 @@ def test_an_infinite_gradient_never_reaches_the_weights_or_a_checkpoint(data, tm
     assert ckpt["step"] == 6 and all(torch.isfinite(w).all() for w in ckpt["model"].values())
 
 
-def test_ctrl_c_writes_a_checkpoint_and_the_run_resumes_exactly(data, tmp_path):
-    out, ref = tmp_path / "run", tmp_path / "ref"
-    settings = dict(train__max_iters=10**6, train__checkpoint_interval=10**6, train__eval_interval=10**6)
-    run = start_run(data, out, **settings)
+ENDLESS = dict(train__max_iters=10**6, train__checkpoint_interval=10**6, train__eval_interval=10**6)
+
+
+def signalled_run(data: dict[str, str], out: Path, signum: int, at_step: int) -> tuple[int, str, str]:
+    """An endless run sent ``signum`` once it has logged step ``at_step``: (exit code, stdout, stderr)."""
+    run = start_run(data, out, **ENDLESS)
     try:
-        wait_for_step(run, out, 20)
-        run.send_signal(signal.SIGINT)
-        _, err = run.communicate(timeout=120)
+        wait_for_step(run, out, at_step)
+        run.send_signal(signum)
+        said, err = run.communicate(timeout=120)
     finally:
         run.kill()
-    assert run.returncode == 130, err[-2000:]
+    return run.returncode, said, err
+
+
+def test_ctrl_c_writes_a_checkpoint_and_the_run_resumes_exactly(data, tmp_path):
+    out, ref = tmp_path / "run", tmp_path / "ref"
+    code, _, err = signalled_run(data, out, signal.SIGINT, 20)
+    assert code == 130, err[-2000:]
     step = load_checkpoint(out / "ckpt.pt")["step"]
     assert step >= 20 and f"holds step {step}; continue the run" in err and "Traceback" not in err
-    settings["train__max_iters"] = step + 10
+    settings = {**ENDLESS, "train__max_iters": step + 10}
     train.main(argv(data, ref, **settings))
     train.main(argv(data, out, train__resume="true", **settings))
     got, want = losses(out), losses(ref)
@@ -428,16 +436,9 @@ def test_ctrl_c_writes_a_checkpoint_and_the_run_resumes_exactly(data, tmp_path):
 
 
 def test_sigterm_is_a_graceful_stop_too(data, tmp_path):
-    out = tmp_path / "run"
-    run = start_run(data, out, train__max_iters=10**6, train__checkpoint_interval=10**6, train__eval_interval=10**6)
-    try:
-        wait_for_step(run, out, 10)
-        run.send_signal(signal.SIGTERM)
-        said, err = run.communicate(timeout=120)
-    finally:
-        run.kill()
-    assert run.returncode == 143 and "SIGTERM: stopping after this step" in said and "holds step" in err
-    assert load_checkpoint(out / "ckpt.pt")["step"] >= 10
+    code, said, err = signalled_run(data, tmp_path / "run", signal.SIGTERM, 10)
+    assert code == 143 and "SIGTERM: stopping after this step" in said and "holds step" in err
+    assert load_checkpoint(tmp_path / "run" / "ckpt.pt")["step"] >= 10
 
 
 def test_a_second_ctrl_c_stops_at_once(data, tmp_path):
