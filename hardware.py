@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import platform
 import re
 import time
 
@@ -43,6 +44,18 @@ def native_bf16(device: torch.device) -> bool:
         return torch.cuda.is_bf16_supported(including_emulation=False)
     except TypeError:  # torch before the including_emulation argument: it did not count emulation then
         return torch.cuda.is_bf16_supported()
+
+
+def device_name(device: torch.device) -> str:
+    """What the device is, in the vendor's words: the GPU's name, or the CPU's model name."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
+                        platform.processor())
+    except OSError:
+        return platform.processor() or platform.machine()
 
 
 def pick_device(name: str = "auto", key: str = "train.device") -> torch.device:

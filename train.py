@@ -22,10 +22,9 @@ How it stays exactly resumable (nanoGPT loses its data position on resume):
 On a CPU, losses after a SIGKILL and ``--train.resume=true`` are bitwise those of a run never
 interrupted (with ``max_seconds`` the schedule follows wall-clock time, so only up to timing).
 
-``train.compile = 'auto'`` compiles on CUDA always, and on a CPU only when the run is expected to
-train for at least COMPILE_PAYBACK_SECONDS: a CPU compile saves less per step than it costs up
-front, so it pays back only on long runs.  The expected time is ``max_seconds`` if set, else
-``max_iters`` steps at half of the measured matmul peak.
+``train.compile`` compiles each transformer block once (regional compilation, with a compile cache
+kept across runs); ``'auto'`` compiles on CUDA always, and on a CPU when the measured compile cost is
+repaid by the run's expected steps (compiling.py).
 """
 from __future__ import annotations
 
@@ -37,6 +36,7 @@ import os
 import shlex
 import shutil
 import signal
+import statistics
 import sys
 import threading
 import time
@@ -49,6 +49,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+import compiling
 import hardware
 import tensorboard_log
 from checkpoint import (BEST, LAST, RunState, check_resumable, load_checkpoint, restore, save_checkpoint,
@@ -63,7 +64,6 @@ from prepare import Dataset, open_dataset, prepare
 from sample import generate_texts
 
 SUMMARY = "Train a GPT on a corpus (prepared first if needed); resumable, on CPU, GPU or many GPUs via torchrun."
-COMPILE_PAYBACK_SECONDS = 600.0  # 'auto' compiles on a CPU only for runs expected to train this long
 STREAM_TRAIN, STREAM_EVAL, STREAM_DROPOUT = 0, 1, 2  # independent random streams under one seed
 
 
@@ -198,17 +198,6 @@ def check_same_data(ds: Dataset, proc: Proc, device: torch.device) -> None:
 # --------------------------------------------------------------------------- one optimizer step
 
 
-def should_compile(t: TrainConfig, device: torch.device, est_step_seconds: float) -> bool:
-    if t.compile != "auto":
-        return t.compile == "true"
-    if device.type == "cuda":
-        return True
-    if device.type != "cpu":
-        return False
-    expected = t.max_seconds if t.max_seconds > 0 else t.max_iters * est_step_seconds
-    return expected >= COMPILE_PAYBACK_SECONDS
-
-
 class StepResult(NamedTuple):
     loss: float  # mean loss of the step's micro-batches (all processes)
     seconds: float  # the step's time (the processes' mean)
@@ -242,13 +231,20 @@ class TrainStep:
         self.tokens_per_step = t.batch_size * model_config.block_size * self.accumulation
         self.flops_per_token = self.model.flops_per_token()
         self.peak_flops = hardware.peak_flops(device, self.dtype) * self.proc.world_size
-        est_step_seconds = self.tokens_per_step * self.flops_per_token / (0.5 * self.peak_flops)
-        self.compiled = should_compile(t, device, est_step_seconds)
-        # what evaluation runs (compiled when chosen), and what the step runs (that, in DDP under torchrun)
-        self.eval_model = torch.compile(self.model) if self.compiled else self.model
+        self.record = compiling.CompileRecord({
+            "model": dataclasses.asdict(model_config), "batch": t.batch_size, "accumulation": self.local_accum,
+            "dtype": str(self.dtype), "device": hardware.device_name(device), "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "processes": self.proc.world_size})
+        measured = self.record.get()
+        step_seconds = measured.eager_step or self.tokens_per_step * self.flops_per_token / (0.5 * self.peak_flops)
+        expected_steps = t.max_iters if t.max_seconds <= 0 else min(t.max_iters, t.max_seconds / step_seconds)
+        self.compiled, self.compile_reason = compiling.pays(t.compile, device, expected_steps, step_seconds, measured)
+        if self.compiled:
+            compiling.compile_blocks(self.model)  # in place: the names of the weights do not change
+        self.eval_model = self.model  # what evaluation runs; the step runs it in DDP under torchrun
         self.step_model = (torch.nn.parallel.DistributedDataParallel(
-            self.eval_model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
-            if self.proc.distributed else self.eval_model)
+            self.model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+            if self.proc.distributed else self.model)
 
     def _forward_backward(self, step: int, i: int) -> torch.Tensor:
         """Micro-batch ``i`` of this process in step ``step``: forward, backward; returns its loss."""
@@ -484,7 +480,7 @@ class Trainer:
         m, t, s = self.cfg.model, self.t, self.step
         print(f"model: {s.model.num_params() / 1e6:.2f}M parameters, {m.n_layer} layers, {m.n_embd} wide, "
               f"context {m.block_size}; vocab {self.ds.vocab_size}")
-        print(f"training on {self.device} ({s.dtype}, compile={s.compiled}) x{self.proc.world_size}, "
+        print(f"training on {self.device} ({s.dtype}, compile={s.compiled}: {s.compile_reason}) x{self.proc.world_size}, "
               f"{s.tokens_per_step:,} tokens/step, optimizer {t.optimizer}, schedule {t.schedule}; "
               f"run directory {self.out}" + (f", resuming at step {self.rs.step}" if t.resume else ""))
         if s.accumulation != t.gradient_accumulation_steps:
@@ -573,10 +569,13 @@ class Trainer:
         t, rs, s = self.t, self.rs, self.step
         if s.compiled:
             seconds = s.warm_up()
+            if self.proc.is_main:
+                s.record.update(compile_seconds=seconds)
             self.log({"step": rs.step, "compile_seconds": round(seconds, 3)})
             self.progress.write(f"compiled in {seconds:.1f}s (not counted as training time)")
         if not t.resume:
             self.evaluate()
+        step_times = []
         window_tokens, window_seconds, last_eval, last_ckpt = 0, 0.0, rs.step, rs.step
         while rs.step < t.max_iters and not (t.max_seconds > 0 and rs.train_seconds >= t.max_seconds):
             multiplier = lr_multiplier(rs.step, rs.train_seconds, t)
@@ -589,6 +588,7 @@ class Trainer:
                                     "not applied; " + ADVICE.format(lr=t.learning_rate))
             rs.step += 1
             rs.train_seconds += seconds
+            step_times.append(seconds)
             rs.tokens_seen += s.tokens_per_step
             window_tokens += s.tokens_per_step
             window_seconds += seconds
@@ -615,6 +615,8 @@ class Trainer:
             self.evaluate()
         if last_ckpt != rs.step or not (self.out / LAST).exists():
             self.save(LAST)
+        if self.proc.is_main and len(step_times) >= 20:  # this shape's step here, for compile='auto' next time
+            s.record.update(**{"compiled_step" if s.compiled else "eager_step": statistics.median(step_times[5:])})
         return rs
 
 

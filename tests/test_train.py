@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import compiling
 import hardware
 import train
 from checkpoint import load_checkpoint, model_from_checkpoint
@@ -532,17 +533,26 @@ def test_bf16_only_where_the_gpu_has_it(monkeypatch):
 
 def test_compile_auto_rule():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    cfg = Config()
-    cfg.train.max_seconds, cfg.train.max_iters = 0.0, 2000
-    assert train.should_compile(cfg.train, cuda, 0.01)
-    assert not train.should_compile(cfg.train, cpu, 0.08)  # nanoGPT's CPU recipe: 160 s, compile would not pay
-    assert train.should_compile(cfg.train, cpu, 0.5)  # 1000 s of training
-    cfg.train.max_seconds = 60.0
-    assert not train.should_compile(cfg.train, cpu, 1.0)  # a time budget is the expected time
-    cfg.train.compile = "true"
-    assert train.should_compile(cfg.train, cpu, 0.0)
-    cfg.train.compile = "false"
-    assert not train.should_compile(cfg.train, cuda, 1.0)
+    nothing = compiling.StepTimes()
+    assert compiling.pays("auto", cuda, 2000, 0.01, nothing)[0]
+    assert not compiling.pays("auto", cpu, 2000, 0.08, nothing)[0]  # 160 s and nothing measured: not yet
+    assert compiling.pays("auto", cpu, 2000, 0.5, nothing)[0]  # 1000 s of training repays even a cold compile
+    warm = compiling.StepTimes(compile_seconds=3.0, compiled_step=0.020, eager_step=0.027)
+    assert compiling.pays("auto", cpu, 2000, 0.027, warm)[0]  # 14 s saved against a 3 s compile
+    assert not compiling.pays("auto", cpu, 200, 0.027, warm)[0]  # 1.4 s saved: not worth 3 s
+    slower = compiling.StepTimes(compile_seconds=3.0, compiled_step=0.030, eager_step=0.027)
+    assert not compiling.pays("auto", cpu, 10**6, 0.027, slower)[0]  # a compiled step that is not faster
+    assert compiling.pays("true", cpu, 1, 1.0, nothing)[0] and not compiling.pays("false", cuda, 10**6, 1.0, nothing)[0]
+
+
+def test_the_record_of_compile_costs_round_trips(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    record = compiling.CompileRecord({"model": "tiny", "batch": 4})
+    assert record.get() == compiling.StepTimes()
+    record.update(compile_seconds=2.5)
+    record.update(eager_step=0.03)
+    assert compiling.CompileRecord({"batch": 4, "model": "tiny"}).get() == compiling.StepTimes(2.5, None, 0.03)
+    assert compiling.CompileRecord({"model": "other", "batch": 4}).get() == compiling.StepTimes()
 
 
 # --------------------------------------------------------------------------- config files

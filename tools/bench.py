@@ -847,17 +847,11 @@ def part_prepare(cfg: BenchSettings, device: torch.device, say: Callable[[str], 
 
 
 def machine(device: torch.device) -> dict:
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), cpu)
-    except OSError:
-        pass
-    info = {"cpu": cpu, "cores": prepare.default_threads(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version(), "device": str(device),
-            "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None}
+    info = {"cpu": hardware.device_name(torch.device("cpu")), "cores": prepare.default_threads(),
+            "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
+            "device": str(device), "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None}
     if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
+        info["gpu"] = hardware.device_name(device)
     return info
 
 
