@@ -54,6 +54,7 @@ from errors import UserError
 from model import GPT, GPTConfig
 from optim import build_optimizer, lr_multiplier, set_lr
 from prepare import Dataset, open_dataset, prepare
+from pretrained import Start
 from sample import generate_texts
 
 SUMMARY = "Train a GPT on a corpus (prepared first if needed); resumable, on CPU, GPU or many GPUs via torchrun."
@@ -177,12 +178,14 @@ class TrainStep:
     """
 
     def __init__(self, model_config: GPTConfig, t: TrainConfig, device: torch.device, batches: Batches,
-                 proc: Proc | None = None):
+                 proc: Proc | None = None, weights: dict[str, torch.Tensor] | None = None):
         self.t, self.device, self.batches, self.proc = t, device, batches, proc or Proc()
         self.dtype = hardware.pick_dtype(t.dtype, device)
         hardware.setup(device)
         torch.manual_seed(t.seed)  # the same initial weights on every rank
         self.model = GPT(model_config).to(device)  # the bare model: weights, checkpoints, sampling
+        if weights is not None:  # a trained model's (train.init_from), instead of the random initialisation
+            self.model.load_state_dict(weights)
         self.params = list(self.model.parameters())
         self.optimizer = build_optimizer(self.model.param_groups(), t, device.type)
         self.scaler = torch.amp.GradScaler(device.type, enabled=(self.dtype == torch.float16))
@@ -341,16 +344,18 @@ class Trainer:
 
     def __init__(self, cfg: Config, proc: Proc, device: torch.device):
         t = self.t = cfg.train
-        self.cfg, self.proc, self.device = cfg, proc, device
         if t.gradient_accumulation_steps % proc.world_size:
             raise UserError(f"--train.gradient_accumulation_steps={t.gradient_accumulation_steps} must be divisible "
                             f"by the number of processes ({proc.world_size}): it counts the micro-batches of all of them")
+        start = Start(cfg)  # from scratch, or from train.init_from: its shape, tokenizer and weights
+        cfg = start.cfg
+        self.cfg, self.proc, self.device = cfg, proc, device
         self.out = check_out_dir(t)
         self.ds = load_dataset(cfg, proc)
         self.batches = Batches(self.ds.train, self.ds.val, cfg.model.block_size, t.batch_size, t.eval_iters,
                                t.seed, device)
-        model_config = GPTConfig(**{**dataclasses.asdict(cfg.model), "vocab_size": self.ds.vocab_size})
-        self.step = TrainStep(model_config, t, device, self.batches, proc)
+        self.step = TrainStep(start.model_config(self.ds), t, device, self.batches, proc,
+                              weights=None if t.resume else start.weights())
         self.rs = RunState()
         if t.resume:
             ckpt = load_checkpoint(self.out / LAST, map_location=device)
@@ -389,7 +394,8 @@ class Trainer:
               f"context {m.block_size}; vocab {self.ds.vocab_size}")
         print(f"training on {self.device} ({s.dtype}, compile={s.compiled}) x{self.proc.world_size}, "
               f"{s.tokens_per_step:,} tokens/step, optimizer {t.optimizer}, schedule {t.schedule}; "
-              f"run directory {self.out}" + (f", resuming at step {self.rs.step}" if t.resume else ""))
+              f"run directory {self.out}" + (f", resuming at step {self.rs.step}" if t.resume else "")
+              + (f", starting from {t.init_from}" if t.init_from and not t.resume else ""))
 
     def close(self) -> None:
         self.progress.bar.close()
