@@ -154,6 +154,7 @@ def evaluate(cfg: EvalSettings, progress: bool = True) -> dict:
     source = load_source(e.checkpoint, "eval.checkpoint")
     enc = source.encoding(cfg.data.tokenizer)  # every check before the slow part
     device = hardware.pick_device(e.device, key="eval.device")
+    need(e.dtype != "float16" or device.type == "cuda", "eval.dtype", "float16 needs a CUDA GPU; use float32 or bfloat16")
     dtype = hardware.pick_dtype(e.dtype, device)
     L = source.config.block_size
     stride = e.stride or max(1, L // 2)
