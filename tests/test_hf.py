@@ -109,6 +109,15 @@ def test_import_a_hub_style_pytorch_model_bin(tmp_path):
     assert_same_model(pretrained.load_source(str(hub / "config.json"), "eval.checkpoint").model(), theirs, 24)
 
 
+def test_import_a_sharded_directory(tmp_path):
+    torch.manual_seed(0)
+    theirs = GPT2LMHeadModel(GPT2Config(vocab_size=97, n_positions=24, n_embd=32, n_layer=2, n_head=4))
+    randomize(theirs)
+    theirs.save_pretrained(tmp_path, max_shard_size="20KB")
+    assert (tmp_path / "model.safetensors.index.json").is_file() and not (tmp_path / "model.safetensors").exists()
+    assert_same_model(pretrained.load_source(str(tmp_path), "eval.checkpoint").model(), theirs, 24)
+
+
 @pytest.mark.parametrize("change, message", [
     ({"model_type": "llama"}, "holds a 'llama' model"),
     ({"activation_function": "gelu_fast"}, "activation_function 'gelu_fast'"),
