@@ -110,6 +110,7 @@ class TrainConfig:
     checkpoint_interval: int = 200  # write ckpt.pt every this many steps (and at the end)
     resume: bool = False  # continue the run in out_dir from its ckpt.pt
     overwrite: bool = False  # allow a new run to replace a finished run in out_dir
+    init_from: str = ""  # empty: from scratch; else fine-tune a run directory or checkpoint, a Hugging Face GPT-2 directory, or gpt2, gpt2-medium, gpt2-large, gpt2-xl (local Hugging Face cache)
     sample_at_end: bool = True  # print a short sample when training ends
     tensorboard: bool = False  # also write TensorBoard scalars to out_dir/tensorboard/ (needs: pip install tensorboard)
 
@@ -217,6 +218,13 @@ class Settings:
             raise UserError(f"{origin}: unknown setting {section}.{key}"
                             + (f" (did you mean {section}.{hint[0]}?)" if hint else "") + "; see --help")
         setattr(getattr(self, section), key, _coerce(value, types_[key], f"{section}.{key}", origin))
+        self.given.add(f"{section}.{key}")
+
+    @property
+    def given(self) -> set[str]:
+        """The settings a TOML file or the command line gave ('model.n_layer', ...), as opposed to defaults:
+        a run fine-tuned from a model takes its shape, and refuses only a shape that was asked for."""
+        return vars(self).setdefault("_given", set())
 
     def validate(self) -> None:
         """Re-run every section's checks on its final values (GPTConfig checks itself when built)."""

@@ -42,7 +42,7 @@ class GPTConfig:
     rope_base: float = 10000.0  # rotary embedding base frequency (pos_emb = 'rope')
     norm: str = "layernorm"  # 'layernorm' (GPT-2) or 'rmsnorm'
     qk_norm: bool = False  # normalise queries and keys per head before attention
-    activation: str = "gelu"  # MLP activation: 'gelu' (GPT-2), 'relu2' (squared ReLU) or 'swiglu'
+    activation: str = "gelu"  # MLP activation: 'gelu' (exact erf), 'gelu_tanh' (GPT-2's own), 'relu2' (squared ReLU) or 'swiglu'
     mlp_ratio: float = 4.0  # MLP hidden width as a multiple of n_embd ('swiglu' uses 2/3 of it, rounded)
     tie_embeddings: bool = True  # share the token embedding with the LM head (GPT-2: true)
     logit_softcap: float = 0.0  # cap logits smoothly at +-this value with tanh; 0 = off
@@ -64,7 +64,8 @@ class GPTConfig:
              "divided by n_head must be even for rotary embeddings")
         need(self.rope_base > 0, "rope_base", "must be positive")
         need(self.norm in ("layernorm", "rmsnorm"), "norm", "must be 'layernorm' or 'rmsnorm'")
-        need(self.activation in ("gelu", "relu2", "swiglu"), "activation", "must be 'gelu', 'relu2' or 'swiglu'")
+        need(self.activation in ("gelu", "gelu_tanh", "relu2", "swiglu"), "activation",
+             "must be 'gelu', 'gelu_tanh', 'relu2' or 'swiglu'")
         need(self.mlp_ratio > 0 and self.mlp_hidden >= 1, "mlp_ratio", "must be positive (an MLP at least 1 wide)")
         need(self.logit_softcap >= 0, "logit_softcap", "must be 0 (off) or positive")
 
@@ -293,8 +294,9 @@ class CausalSelfAttention(nn.Module):
 class MLP(nn.Module):
     """The position-wise feed-forward network: widen, non-linearity, project back.
 
-    'gelu': the exact (erf) GELU, as nanoGPT uses; GPT-2 trained with its tanh approximation, which
-    differs by < 1e-3 and, on CPUs, is the slower kernel.  'relu2': relu(x)^2 (Primer, So et al. 2021), cheaper and
+    'gelu': the exact (erf) GELU (Hendrycks & Gimpel 2016), as nanoGPT uses.  'gelu_tanh': its tanh
+    approximation, which GPT-2 trained with (transformers' 'gelu_new'): it differs by < 1e-3 and, on
+    CPUs, is the slower kernel, but an imported GPT-2 computes exactly what it learned with it.  'relu2': relu(x)^2 (Primer, So et al. 2021), cheaper and
     faster-learning.  'swiglu': silu(a) * b (Shazeer 2020); ``c_fc`` produces both halves [a, b], and
     the hidden width is 2/3 of the usual so the parameter count stays about the same.
     """
@@ -311,6 +313,8 @@ class MLP(nn.Module):
         h = self.c_fc(x)  # (B, T, hidden) or (B, T, 2 * hidden) for swiglu
         if self.activation == "gelu":
             h = F.gelu(h)
+        elif self.activation == "gelu_tanh":
+            h = F.gelu(h, approximate="tanh")
         elif self.activation == "relu2":
             h = F.relu(h).square()
         else:

@@ -438,6 +438,11 @@ def dataset_dir(cfg: DataConfig) -> Path:
     return Path("data") / re.sub(r"[^A-Za-z0-9._+-]+", "_", f"{stem}-{name}")
 
 
+def downloads_dir(cfg: DataConfig) -> Path:
+    """Where downloaded files go (URL sources; GPT-2's rank file for a fine-tuning run): beside the dataset."""
+    return dataset_dir(cfg).parent / "downloads"
+
+
 def source_name(item: str) -> str:
     """A short name for a source: a file's stem, a directory's name, a glob's directory, a URL's file stem."""
     if item == "python-stdlib":
@@ -475,7 +480,7 @@ def prepare(cfg: DataConfig, min_tokens: int = 0, progress: bool = True, quiet: 
     t0 = time.time()
     target = dataset_dir(cfg)
     kind = tok.tokenizer_kind(cfg.tokenizer)
-    corpus = resolve_source(cfg, target.parent / "downloads", exclude=target)  # bad input: nothing written yet
+    corpus = resolve_source(cfg, downloads_dir(cfg), exclude=target)  # bad input: nothing written yet
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -159,9 +159,14 @@ def parse_rank_file(data: bytes, origin: str) -> dict[bytes, int]:
 
 
 def write_rank_file(ranks: dict[bytes, int], path: Path) -> None:
-    """The standard .tiktoken format, ``base64(token) rank`` per line in rank order (tiktoken.load)."""
-    lines = [base64.b64encode(token) + b" %d\n" % rank for token, rank in sorted(ranks.items(), key=lambda x: x[1])]
-    path.write_bytes(b"".join(lines))
+    """The standard .tiktoken format (tiktoken.load), see :func:`rank_file_bytes`."""
+    path.write_bytes(rank_file_bytes(ranks))
+
+
+def rank_file_bytes(ranks: dict[bytes, int]) -> bytes:
+    """``base64(token) rank`` per line in rank order: byte for byte how tiktoken's published files are
+    written, so their sha256 (KNOWN) identifies ranks however they were obtained."""
+    return b"".join(base64.b64encode(token) + b" %d\n" % rank for token, rank in sorted(ranks.items(), key=lambda x: x[1]))
 
 
 # --------------------------------------------------------------------------- loading
@@ -308,3 +313,34 @@ def bpe_spec(chunks: dict[bytes, int], vocab_size: int, directory: Path, progres
     write_rank_file(ranks, directory / RANK_FILE)
     return {"kind": "bpe", "name": f"bpe{vocab_size}", "file": RANK_FILE, "vocab_size": len(ranks) + 1,
             "eot_id": len(ranks), "pat_str": GPT4_PAT}
+
+
+# --------------------------------------------------------------------------- telling tokenizers apart
+
+
+def identity(setting: str) -> str:
+    """What a ``data.tokenizer`` setting encodes with, the same however it is spelled: 'bytes', or the
+    sha256 of its rank file (a tiktoken name of a published encoding stands for its file, so 'gpt2',
+    'r50k_base' and a local r50k_base.tiktoken are one tokenizer); 'bpe' is a BPE still to be trained."""
+    kind = tokenizer_kind(setting)
+    if kind == "file":
+        return file_sha256(Path(setting).expanduser())
+    return _identity(kind, setting)
+
+
+def spec_identity(spec: dict, directory: Path) -> str:
+    """:func:`identity` of a dataset's or checkpoint's tokenizer spec, its rank file in ``directory``."""
+    if spec["kind"] in ("bpe", "file"):
+        path = Path(directory) / spec["file"]
+        if not path.is_file():
+            raise UserError(f"{path} is missing: the tokenizer's rank file must sit beside the checkpoint or in the "
+                            "dataset that uses it; copy it there")
+        return file_sha256(path)
+    return _identity(spec["kind"], spec["name"])
+
+
+def _identity(kind: str, name: str) -> str:
+    if kind == "tiktoken":
+        base = SAME_RANKS.get(name, name)
+        return KNOWN[base][0] if base in KNOWN else f"tiktoken:{name}"
+    return kind  # 'bytes'; 'bpe' (to be trained) equals nothing but itself

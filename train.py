@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import json
 import math
 import os
@@ -61,10 +62,16 @@ from locks import DirLock
 from model import GPT, GPTConfig
 from optim import build_optimizer, lr_multiplier, set_lr
 from prepare import Dataset, open_dataset, prepare
+from pretrained import Start
 from sample import generate_texts
 
 SUMMARY = "Train a GPT on a corpus (prepared first if needed); resumable, on CPU, GPU or many GPUs via torchrun."
 STREAM_TRAIN, STREAM_EVAL, STREAM_DROPOUT = 0, 1, 2  # independent random streams under one seed
+# the model's only buffers are rotary tables, the same on every rank: DDP need not sync them each step
+# (the argument was renamed in torch 2.13; the old name warns there)
+NO_BUFFER_SYNC = ({"forward_sync_buffers": False} if "forward_sync_buffers" in
+                  inspect.signature(torch.nn.parallel.DistributedDataParallel.__init__).parameters
+                  else {"broadcast_buffers": False})
 
 
 # --------------------------------------------------------------------------- processes
@@ -216,12 +223,14 @@ class TrainStep:
     """
 
     def __init__(self, model_config: GPTConfig, t: TrainConfig, device: torch.device, batches: Batches,
-                 proc: Proc | None = None):
+                 proc: Proc | None = None, weights: dict[str, torch.Tensor] | None = None):
         self.t, self.device, self.batches, self.proc = t, device, batches, proc or Proc()
         self.dtype = hardware.pick_dtype(t.dtype, device)
         hardware.setup(device)
         torch.manual_seed(t.seed)  # the same initial weights on every rank
         self.model = GPT(model_config).to(device)  # the bare model: weights, checkpoints, sampling
+        if weights is not None:  # a trained model's (train.init_from), instead of the random initialisation
+            self.model.load_state_dict(weights)
         self.params = list(self.model.parameters())
         self.optimizer = build_optimizer(self.model.param_groups(), t, device.type)
         self.scaler = torch.amp.GradScaler(device.type, enabled=(self.dtype == torch.float16))
@@ -243,7 +252,7 @@ class TrainStep:
             compiling.compile_blocks(self.model)  # in place: the names of the weights do not change
         self.eval_model = self.model  # what evaluation runs; the step runs it in DDP under torchrun
         self.step_model = (torch.nn.parallel.DistributedDataParallel(
-            self.model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+            self.model, device_ids=[device.index] if device.type == "cuda" else None, **NO_BUFFER_SYNC)
             if self.proc.distributed else self.model)
 
     def _forward_backward(self, step: int, i: int) -> torch.Tensor:
@@ -310,6 +319,10 @@ def check_out_dir(t: TrainConfig) -> Path:
     out = Path(t.out_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f"--train.out_dir={out} is a file; give a directory")
+    source = Path(t.init_from).expanduser()
+    if t.init_from and source.exists() and (source if source.is_dir() else source.parent).resolve() == out.resolve():
+        raise UserError(f"--train.init_from={t.init_from} is the directory this run would write "
+                        f"(--train.out_dir={t.out_dir}); a fine-tuned model gets its own: give another --train.out_dir")
     if t.resume:
         if not (out / LAST).is_file():
             raise UserError(f"--train.resume=true but there is no checkpoint {out / LAST} to continue; "
@@ -385,24 +398,30 @@ def closing_sample(model: GPT, ds: Dataset, cfg: Config, device: torch.device) -
 def train(cfg: Config) -> RunState:
     """Run (or continue) the training ``cfg`` describes on this process; under torchrun, one rank of many."""
     proc, device = process_and_device(cfg.train.device)
+    finished = False
     try:
         trainer = Trainer(cfg, proc, device)
         try:
             rs = trainer.run()
         finally:
             trainer.close()
-        if proc.is_main and trainer.interrupted:
-            print(f"interrupted: {trainer.out / LAST} holds step {rs.step}; continue the run with the same "
-                  "command and --train.resume=true", file=sys.stderr)
+        if trainer.interrupted:  # every process stopped after the same step (Trainer._stop_requested)
+            if proc.is_main:
+                print(f"interrupted: {trainer.out / LAST} holds step {rs.step}; continue the run with the same "
+                      "command and --train.resume=true", file=sys.stderr)
+            finished = True
             raise SystemExit(128 + int(trainer.interrupted))  # 130 for Ctrl-C, 143 for SIGTERM
         if proc.is_main:
             report(rs, trainer.ds, trainer.out)
             if cfg.train.sample_at_end:
                 print(f"\n--- a sample (python sample.py --train.out_dir={trainer.out} for more) ---")
                 print(closing_sample(trainer.step.model, trainer.ds, cfg, device))
+        finished = True
         return rs
     finally:
         if dist.is_initialized():
+            if finished:  # no process may tear the group down while another still uses it (gloo aborts then)
+                dist.barrier()
             dist.destroy_process_group()
 
 
@@ -425,13 +444,15 @@ class Trainer:
                 check_out_dir(t)
             if t.tensorboard:
                 tensorboard_log.check()  # before anything slow
+            start = Start(cfg)  # from scratch, or from train.init_from: its shape, tokenizer and weights
+            cfg = self.cfg = start.cfg
             self.ds = load_dataset(cfg, proc)  # before any collective: a first preparation can be long
             join_process_group(proc, device)
             check_same_data(self.ds, proc, device)
             self.batches = Batches(self.ds.train, self.ds.val, cfg.model.block_size, t.batch_size, t.eval_iters,
                                    t.seed, device)
-            model_config = GPTConfig(**{**dataclasses.asdict(cfg.model), "vocab_size": self.ds.vocab_size})
-            self.step = TrainStep(model_config, t, device, self.batches, proc)
+            self.step = TrainStep(start.model_config(self.ds), t, device, self.batches, proc,
+                                  weights=None if t.resume else start.weights())
             self.rs = RunState()
             if t.resume:
                 ckpt = load_checkpoint(self.out / LAST, map_location=device)
@@ -482,7 +503,8 @@ class Trainer:
               f"context {m.block_size}; vocab {self.ds.vocab_size}")
         print(f"training on {self.device} ({s.dtype}, compile={s.compiled}: {s.compile_reason}) x{self.proc.world_size}, "
               f"{s.tokens_per_step:,} tokens/step, optimizer {t.optimizer}, schedule {t.schedule}; "
-              f"run directory {self.out}" + (f", resuming at step {self.rs.step}" if t.resume else ""))
+              f"run directory {self.out}" + (f", resuming at step {self.rs.step}" if t.resume else "")
+              + (f", starting from {t.init_from}" if t.init_from and not t.resume else ""))
         if s.accumulation != t.gradient_accumulation_steps:
             print(f"note: --train.gradient_accumulation_steps={t.gradient_accumulation_steps} does not divide over "
                   f"{self.proc.world_size} processes, so each runs {s.local_accum} micro-batch(es): a step is "

@@ -297,10 +297,21 @@ def tiny_overrides(data: dict[str, str], out: Path) -> list[str]:
                                        "train.out_dir": str(out)}.items()]
 
 
+@pytest.fixture(scope="module")
+def tiny_source(data, tmp_path_factory) -> Path:
+    """A tiny trained run, for the configs that fine-tune (train.init_from)."""
+    out = tmp_path_factory.mktemp("source") / "run"
+    train.main(tiny_overrides(data, out)[:-1] + [f"--train.out_dir={out}"])
+    return out
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
-def test_torchrun_two_processes_run_every_shipped_config(data, tmp_path, path):
+def test_torchrun_two_processes_run_every_shipped_config(data, tmp_path, path, tiny_source):
+    overrides = tiny_overrides(data, tmp_path / "run")
+    if parse_args([str(path)], Config, "train.py").train.init_from:  # its shape comes from the source
+        overrides = [a for a in overrides if not a.startswith("--model.")] + [f"--train.init_from={tiny_source}"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(ROOT / "train.py"), str(path), *tiny_overrides(data, tmp_path / "run")]
+           str(ROOT / "train.py"), str(path), *overrides]
     done = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     accum = parse_args([str(path)], Config, "train.py").train.gradient_accumulation_steps
