@@ -172,13 +172,15 @@ class RunState:
 
 
 def training_state(model: GPT, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                   config: dict[str, Any], dataset: dict[str, str], tokenizer: dict, rs: RunState) -> dict[str, Any]:
+                   config: dict[str, Any], dataset: dict[str, str], tokenizer: dict, rs: RunState,
+                   precision: str) -> dict[str, Any]:
     """Everything a resume needs, in types ``torch.load(weights_only=True)`` accepts.
 
     ``config`` is the run's resolved settings (``Config.to_dict()``), ``dataset`` the dataset's
-    ``dir`` and ``fingerprint``, ``tokenizer`` its spec (tokenizer.py).
+    ``dir`` and ``fingerprint``, ``tokenizer`` its spec (tokenizer.py), ``precision`` the number format
+    the run computed in ('float32', 'bfloat16', 'float16': what ``train.dtype = 'auto'`` chose).
     """
-    return {
+    return {"precision": precision,
         "format": FORMAT, "model": model.state_dict(), "model_config": dataclasses.asdict(model.config),
         "config": config, "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict() if scaler.is_enabled() else None,

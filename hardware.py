@@ -162,6 +162,17 @@ def _measured_peak(device: str, dtype: torch.dtype, repeats: int = 3) -> float:
     return probe.peak_flops
 
 
+@functools.lru_cache(maxsize=None)
+def quick_peak(device: torch.device, dtype: torch.dtype) -> float:
+    """A cheaper probe (1024^3 matmuls, the fastest of 3) for choices between number formats, once per
+    process: a CPU without bf16 units emulates bf16 matmuls, and this says so in a fraction of a second."""
+    probe = MatmulProbe(device, dtype, n=1024)
+    for _ in range(4):
+        probe()
+    probe.times.pop(0)  # the warm-up
+    return probe.peak_flops
+
+
 def sync(device: torch.device) -> None:
     """Wait for the device's queued work, so that a timer around it measures the work."""
     if device.type == "cuda":

@@ -117,11 +117,11 @@ def stream_samples(columns: Iterable[torch.Tensor], enc: tiktoken.Encoding, num_
 
 
 def sampling_dtype(setting: str, ckpt: dict, device: torch.device) -> torch.dtype:
-    """``sample.dtype``; 'auto' is the precision the checkpoint's run trained in, resolved for this device
-    (a run trained in float16 on a GPU samples in float32 on a CPU, which has no float16 training)."""
+    """``sample.dtype``; 'auto' is the precision the checkpoint's run trained in (as 'auto' chose it there),
+    where this device has it (a run trained in float16 on a GPU samples in float32 on a CPU)."""
     if setting != "auto":
         return hardware.pick_dtype(setting, device, key="sample.dtype")
-    trained = ckpt.get("config", {}).get("train", {}).get("dtype", "auto")
+    trained = ckpt.get("precision") or ckpt.get("config", {}).get("train", {}).get("dtype", "auto")
     try:
         return hardware.pick_dtype(trained, device)
     except UserError:

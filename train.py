@@ -24,7 +24,8 @@ interrupted (with ``max_seconds`` the schedule follows wall-clock time, so only 
 
 ``train.compile`` compiles each transformer block once (regional compilation, with a compile cache
 kept across runs); ``'auto'`` compiles on CUDA always, and on a CPU when the measured compile cost is
-repaid by the run's expected steps (compiling.py).
+repaid by the run's expected steps; ``train.dtype = 'auto'`` takes bf16 autocast on a CPU where it is faster
+there (speed.py).
 """
 from __future__ import annotations
 
@@ -50,8 +51,8 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-import compiling
 import hardware
+import speed
 import tensorboard_log
 from checkpoint import (BEST, LAST, RunState, check_resumable, load_checkpoint, restore, save_checkpoint,
                         training_state)
@@ -225,35 +226,66 @@ class TrainStep:
     def __init__(self, model_config: GPTConfig, t: TrainConfig, device: torch.device, batches: Batches,
                  proc: Proc | None = None, weights: dict[str, torch.Tensor] | None = None):
         self.t, self.device, self.batches, self.proc = t, device, batches, proc or Proc()
-        self.dtype = hardware.pick_dtype(t.dtype, device)
         hardware.setup(device)
         torch.manual_seed(t.seed)  # the same initial weights on every rank
         self.model = GPT(model_config).to(device)  # the bare model: weights, checkpoints, sampling
         if weights is not None:  # a trained model's (train.init_from), instead of the random initialisation
             self.model.load_state_dict(weights)
         self.params = list(self.model.parameters())
-        self.optimizer = build_optimizer(self.model.param_groups(), t, device.type)
-        self.scaler = torch.amp.GradScaler(device.type, enabled=(self.dtype == torch.float16))
-        self.autocast = hardware.autocast(device, self.dtype)
         self.local_accum = local_accumulation(t.gradient_accumulation_steps, self.proc.world_size)
         self.accumulation = self.local_accum * self.proc.world_size  # micro-batches per step, all processes
         self.tokens_per_step = t.batch_size * model_config.block_size * self.accumulation
         self.flops_per_token = self.model.flops_per_token()
+        shape = {"model": dataclasses.asdict(model_config), "batch": t.batch_size, "accumulation": self.local_accum,
+                 "device": hardware.device_name(device), "threads": torch.get_num_threads(),
+                 "torch": torch.__version__, "processes": self.proc.world_size}
+        self.dtype, self.dtype_reason = self._precision(speed.Record(shape))
+        self.optimizer = build_optimizer(self.model.param_groups(), t, device.type)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=(self.dtype == torch.float16))
+        self.autocast = hardware.autocast(device, self.dtype)
         self.peak_flops = hardware.peak_flops(device, self.dtype) * self.proc.world_size
-        self.record = compiling.CompileRecord({
-            "model": dataclasses.asdict(model_config), "batch": t.batch_size, "accumulation": self.local_accum,
-            "dtype": str(self.dtype), "device": hardware.device_name(device), "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "processes": self.proc.world_size})
-        measured = self.record.get()
-        step_seconds = measured.eager_step or self.tokens_per_step * self.flops_per_token / (0.5 * self.peak_flops)
+        self.record = speed.Record({**shape, "dtype": str(self.dtype)})
+        measured = self.record.times()
+        step_seconds = measured.eager_step or self.estimated_step_seconds(self.dtype)
         expected_steps = t.max_iters if t.max_seconds <= 0 else min(t.max_iters, t.max_seconds / step_seconds)
-        self.compiled, self.compile_reason = compiling.pays(t.compile, device, expected_steps, step_seconds, measured)
+        self.compiled, self.compile_reason = speed.compile_pays(t.compile, device, expected_steps, step_seconds,
+                                                                measured)
+        self.warm_cache = measured.cold_compile is not None or measured.warm_compile is not None
         if self.compiled:
-            compiling.compile_blocks(self.model)  # in place: the names of the weights do not change
+            speed.compile_blocks(self.model)  # in place: the names of the weights do not change
         self.eval_model = self.model  # what evaluation runs; the step runs it in DDP under torchrun
         self.step_model = (torch.nn.parallel.DistributedDataParallel(
             self.model, device_ids=[device.index] if device.type == "cuda" else None, **NO_BUFFER_SYNC)
             if self.proc.distributed else self.model)
+
+    def estimated_step_seconds(self, dtype: torch.dtype) -> float:
+        """A step at half the device's peak: a guess, for choices made before any step ran."""
+        return self.tokens_per_step * self.flops_per_token / (0.5 * hardware.peak_flops(self.device, dtype))
+
+    def _precision(self, record: speed.Record) -> tuple[torch.dtype, str]:
+        """``train.dtype``, and 'auto' on a CPU measured: bf16 autocast where its matmuls are faster here
+        (the probe's peaks) and the model's forward and backward are too (speed.faster_precision), which a
+        step of more than a few seconds is not timed for; every process takes rank 0's choice."""
+        t, device = self.t, self.device
+        if t.dtype != "auto" or device.type != "cpu":
+            return hardware.pick_dtype(t.dtype, device), f"train.dtype={t.dtype}"
+        if hardware.quick_peak(device, torch.bfloat16) < 1.5 * hardware.quick_peak(device, torch.float32):
+            choice, why = torch.float32, "auto: this CPU's bf16 matmuls are not faster than its float32 ones"
+        elif self.estimated_step_seconds(torch.float32) > 2.0:
+            choice, why = torch.bfloat16, "auto: bf16 matmuls are faster here, and the model's are large"
+        else:
+            def forward_backward(dtype: torch.dtype) -> None:  # weights, optimizer and random streams untouched
+                x, y = self.batches.train(0, 0)
+                with hardware.autocast(device, dtype):
+                    _, loss = self.model(x, y)
+                loss.backward()
+                self.model.zero_grad(set_to_none=True)
+            choice, why = speed.faster_precision(forward_backward, record)
+        if self.proc.distributed:  # one precision for all: rank 0's
+            flag = torch.tensor([float(choice == torch.bfloat16)], device=device)
+            dist.broadcast(flag, src=0)
+            choice = torch.bfloat16 if flag.item() else torch.float32
+        return choice, why
 
     def _forward_backward(self, step: int, i: int) -> torch.Tensor:
         """Micro-batch ``i`` of this process in step ``step``: forward, backward; returns its loss."""
@@ -501,7 +533,9 @@ class Trainer:
         m, t, s = self.cfg.model, self.t, self.step
         print(f"model: {s.model.num_params() / 1e6:.2f}M parameters, {m.n_layer} layers, {m.n_embd} wide, "
               f"context {m.block_size}; vocab {self.ds.vocab_size}")
-        print(f"training on {self.device} ({s.dtype}, compile={s.compiled}: {s.compile_reason}) x{self.proc.world_size}, "
+        print(f"precision {str(s.dtype).removeprefix('torch.')} ({s.dtype_reason}); compile={s.compiled} "
+              f"({s.compile_reason})")
+        print(f"training on {self.device} x{self.proc.world_size}, "
               f"{s.tokens_per_step:,} tokens/step, optimizer {t.optimizer}, schedule {t.schedule}; "
               f"run directory {self.out}" + (f", resuming at step {self.rs.step}" if t.resume else "")
               + (f", starting from {t.init_from}" if t.init_from and not t.resume else ""))
@@ -539,7 +573,7 @@ class Trainer:
                 raise NonFiniteLoss(f"the weights are not finite at step {self.rs.step}; "
                                     + ADVICE.format(lr=self.t.learning_rate))
             state = training_state(s.model, s.optimizer, s.scaler, self.cfg.to_dict(), self.dataset_info,
-                                   self.ds.meta["tokenizer"], self.rs)
+                                   self.ds.meta["tokenizer"], self.rs, str(s.dtype).removeprefix("torch."))
             for name in names:
                 save_checkpoint(self.out / name, state)
 
@@ -591,10 +625,12 @@ class Trainer:
         t, rs, s = self.t, self.rs, self.step
         if s.compiled:
             seconds = s.warm_up()
+            how = "warm: from the cache" if s.warm_cache else "cold: nothing cached for this shape"
             if self.proc.is_main:
-                s.record.update(compile_seconds=seconds)
-            self.log({"step": rs.step, "compile_seconds": round(seconds, 3)})
-            self.progress.write(f"compiled in {seconds:.1f}s (not counted as training time)")
+                s.record.update(**{"warm_compile" if s.warm_cache else "cold_compile": seconds})
+            self.log({"step": rs.step, "compile_seconds": round(seconds, 3), "compile_cache": "warm" if s.warm_cache
+                      else "cold"})
+            self.progress.write(f"compiled in {seconds:.1f}s ({how}; not counted as training time)")
         if not t.resume:
             self.evaluate()
         step_times = []

@@ -11,7 +11,7 @@ import torch
 # The models in tests are tiny: one thread runs them fastest, and stays fast when the machine is busy
 # (with several threads on a loaded 2-core machine, small kernels wait on each other).
 torch.set_num_threads(1)
-# Compile caches and the record of measured compile costs (compiling.py) of this test session only, so
+# Compile caches and the record of measured speeds (speed.py) of this test session only, so
 # that no test depends on what earlier runs on this machine measured (subprocesses inherit it)
 os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="smallgpt-tests-inductor-")
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import compiling
 import hardware
+import speed
 import train
 from checkpoint import load_checkpoint, model_from_checkpoint
 from config import Config, DataConfig, parse_args
@@ -544,26 +544,45 @@ def test_bf16_only_where_the_gpu_has_it(monkeypatch):
 
 def test_compile_auto_rule():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    nothing = compiling.StepTimes()
-    assert compiling.pays("auto", cuda, 2000, 0.01, nothing)[0]
-    assert not compiling.pays("auto", cpu, 2000, 0.08, nothing)[0]  # 160 s and nothing measured: not yet
-    assert compiling.pays("auto", cpu, 2000, 0.5, nothing)[0]  # 1000 s of training repays even a cold compile
-    warm = compiling.StepTimes(compile_seconds=3.0, compiled_step=0.020, eager_step=0.027)
-    assert compiling.pays("auto", cpu, 2000, 0.027, warm)[0]  # 14 s saved against a 3 s compile
-    assert not compiling.pays("auto", cpu, 200, 0.027, warm)[0]  # 1.4 s saved: not worth 3 s
-    slower = compiling.StepTimes(compile_seconds=3.0, compiled_step=0.030, eager_step=0.027)
-    assert not compiling.pays("auto", cpu, 10**6, 0.027, slower)[0]  # a compiled step that is not faster
-    assert compiling.pays("true", cpu, 1, 1.0, nothing)[0] and not compiling.pays("false", cuda, 10**6, 1.0, nothing)[0]
+    nothing = speed.StepTimes()
+    assert speed.compile_pays("auto", cuda, 2000, 0.01, nothing)[0]
+    assert not speed.compile_pays("auto", cpu, 2000, 0.08, nothing)[0]  # 16 s saved < an assumed cold compile
+    assert speed.compile_pays("auto", cpu, 2000, 0.5, nothing)[0]  # 100 s saved repays even a cold compile
+    cached = speed.StepTimes(cold_compile=14.0)  # compiled once: the next compile is from the cache
+    assert speed.compile_pays("auto", cpu, 2000, 0.08, cached)[0]
+    warm = speed.StepTimes(cold_compile=14.0, warm_compile=3.0, compiled_step=0.020, eager_step=0.027)
+    assert speed.compile_pays("auto", cpu, 2000, 0.027, warm)[0]  # 14 s saved against a 3 s compile
+    assert not speed.compile_pays("auto", cpu, 200, 0.027, warm)[0]  # 1.4 s saved: not worth 3 s
+    slower = speed.StepTimes(warm_compile=3.0, compiled_step=0.030, eager_step=0.027)
+    assert not speed.compile_pays("auto", cpu, 10**6, 0.027, slower)[0]  # a compiled step that is not faster
+    assert speed.compile_pays("true", cpu, 1, 1.0, nothing)[0]
+    assert not speed.compile_pays("false", cuda, 10**6, 1.0, nothing)[0]
 
 
-def test_the_record_of_compile_costs_round_trips(tmp_path, monkeypatch):
+def test_the_record_of_measurements_round_trips(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
-    record = compiling.CompileRecord({"model": "tiny", "batch": 4})
-    assert record.get() == compiling.StepTimes()
-    record.update(compile_seconds=2.5)
+    record = speed.Record({"model": "tiny", "batch": 4})
+    assert record.times() == speed.StepTimes()
+    record.update(cold_compile=2.5)
     record.update(eager_step=0.03)
-    assert compiling.CompileRecord({"batch": 4, "model": "tiny"}).get() == compiling.StepTimes(2.5, None, 0.03)
-    assert compiling.CompileRecord({"model": "other", "batch": 4}).get() == compiling.StepTimes()
+    assert speed.Record({"batch": 4, "model": "tiny"}).times() == speed.StepTimes(cold_compile=2.5, eager_step=0.03)
+    assert speed.Record({"model": "other", "batch": 4}).times() == speed.StepTimes()
+
+
+def test_bf16_is_chosen_only_where_it_is_faster_and_remembered(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    calls = []
+
+    def forward_backward(dtype):  # a CPU whose bf16 passes take half the time
+        calls.append(dtype)
+        time.sleep(0.02 if dtype == torch.float32 else 0.01)
+
+    dtype, why = speed.faster_precision(forward_backward, speed.Record({"shape": 1}))
+    assert dtype == torch.bfloat16 and "bf16 autocast ran" in why and len(calls) == 8
+    assert speed.faster_precision(forward_backward, speed.Record({"shape": 1}))[0] == torch.bfloat16
+    assert len(calls) == 8  # measured once per shape
+    speed.Record({"shape": 2}).update(bf16_speedup=1.02)  # within the margin: float32
+    assert speed.faster_precision(forward_backward, speed.Record({"shape": 2}))[0] == torch.float32
 
 
 # --------------------------------------------------------------------------- config files

@@ -1,4 +1,5 @@
-"""When torch.compile pays, and compiling the repeated block once.
+"""Choices made for speed, by measurement on this machine: when torch.compile pays (compiling the
+repeated block once), and when bf16 autocast is faster than float32 on a CPU.
 
 ``torch.compile`` fuses a block's small element-wise kernels (norms, rotary positions, the MLP's
 activation, dropout) into a few larger ones, which matters most where those kernels are many and
@@ -14,7 +15,7 @@ first (cold) compile can take longer than a short run saves.  Three things bring
   ``TORCHINDUCTOR_CACHE_DIR``; unless the user set it, it is put under the user's cache directory
   (``~/.cache/smallgpt/torchinductor``) so that it survives reboots, and a second run of the same
   shapes compiles from the cache in seconds ("warm") instead of from scratch ("cold").
-* **A record of what compiling cost here** (:class:`CompileRecord`, a small JSON file in that cache):
+* **A record of what compiling cost here** (:class:`Record`, a small JSON file in that cache):
   per model shape, batch, precision, device and torch version, the last compile's seconds and the
   measured seconds per step compiled and eagerly.  ``train.compile = 'auto'`` then compiles a CPU run
   when the steps it expects to take, times the measured saving per step, repay the measured compile
@@ -29,10 +30,14 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
-COMPILE_PAYBACK_SECONDS = 600.0  # with nothing measured yet, 'auto' compiles CPU runs expected to train this long
+COLD_COMPILE_SECONDS = 30.0  # assumed first compile of a shape on a CPU, until one is measured
+WARM_COMPILE_SECONDS = 5.0  # assumed compile from the cache, until one is measured
+PRIOR_SAVING = 0.10  # assumed saving per step on a CPU, until both steps are measured
+BF16_MARGIN = 0.05  # bf16 must be this much faster end to end to be chosen
 RECORD_FILE = "smallgpt-compile.json"
 
 
@@ -52,14 +57,15 @@ def compile_blocks(model: torch.nn.Module) -> None:
 
 @dataclass
 class StepTimes:
-    """What was measured for one shape on this machine: seconds of the last compile, and per step."""
-    compile_seconds: float | None = None
-    compiled_step: float | None = None
-    eager_step: float | None = None
+    """What was measured for one shape and precision on this machine."""
+    cold_compile: float | None = None  # seconds of the first compile (no cache)
+    warm_compile: float | None = None  # seconds of the last compile from the cache
+    compiled_step: float | None = None  # seconds per step, compiled
+    eager_step: float | None = None  # seconds per step, eagerly
 
 
-class CompileRecord:
-    """The measured compile costs and step times of this machine, keyed by everything they depend on."""
+class Record:
+    """Measurements of this machine (a JSON file beside the compile cache), keyed by what they depend on."""
 
     def __init__(self, key: dict):
         self.key = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
@@ -71,11 +77,14 @@ class CompileRecord:
         except (OSError, ValueError):
             return {}
 
-    def get(self) -> StepTimes:
-        entry = self._all().get(self.key, {})
-        return StepTimes(**{k: entry.get(k) for k in ("compile_seconds", "compiled_step", "eager_step")})
+    def get(self) -> dict:
+        return self._all().get(self.key, {})
 
-    def update(self, **values: float) -> None:
+    def times(self) -> StepTimes:
+        entry = self.get()
+        return StepTimes(**{f: entry.get(f) for f in StepTimes.__dataclass_fields__})
+
+    def update(self, **values) -> None:
         """Merge measured ``values`` into this key's entry (best effort: a read-only cache is no error)."""
         everything = self._all()
         everything[self.key] = {**everything.get(self.key, {}), **values, "when": time.strftime("%Y-%m-%d %H:%M")}
@@ -88,8 +97,8 @@ class CompileRecord:
             pass
 
 
-def pays(setting: str, device: torch.device, expected_steps: float, est_step_seconds: float,
-         measured: StepTimes) -> tuple[bool, str]:
+def compile_pays(setting: str, device: torch.device, expected_steps: float, step_seconds: float,
+                 m: StepTimes) -> tuple[bool, str]:
     """Whether to compile, and why in words: ``train.compile`` ('true', 'false', 'auto')."""
     if setting != "auto":
         return setting == "true", f"train.compile={setting}"
@@ -97,11 +106,34 @@ def pays(setting: str, device: torch.device, expected_steps: float, est_step_sec
         return True, "auto: always on CUDA"
     if device.type != "cpu":
         return False, f"auto: not on {device.type}"
-    m = measured
-    if m.compile_seconds is not None and m.compiled_step is not None and m.eager_step is not None:
-        saved = (m.eager_step - m.compiled_step) * expected_steps
-        return saved > m.compile_seconds, (f"auto: {expected_steps:,.0f} steps would save {saved:.0f} s against a "
-                                           f"{m.compile_seconds:.0f} s compile (measured here before)")
-    expected = expected_steps * (m.eager_step or est_step_seconds)
-    return expected >= COMPILE_PAYBACK_SECONDS, (f"auto: a {expected:.0f} s run, nothing measured for this shape "
-                                                 f"yet (compiles runs of {COMPILE_PAYBACK_SECONDS:.0f} s or more)")
+    eager = m.eager_step or step_seconds
+    if m.cold_compile is None and m.warm_compile is None:
+        cost, how = COLD_COMPILE_SECONDS, "a first compile of this shape, assumed"
+    elif m.warm_compile is None:
+        cost, how = WARM_COMPILE_SECONDS, "a compile from the cache, assumed"
+    else:
+        cost, how = m.warm_compile, "the last compile from the cache"
+    saving = 1 - m.compiled_step / m.eager_step if m.compiled_step and m.eager_step else PRIOR_SAVING
+    saved = saving * eager * expected_steps
+    return saved > cost, (f"auto: {expected_steps:,.0f} steps at {100 * saving:.0f} % saved each: {saved:.0f} s "
+                          f"against {cost:.0f} s ({how})")
+
+
+def faster_precision(forward_backward: Callable[[], None], record: Record,
+                     repeats: int = 3) -> tuple[torch.dtype, str]:
+    """float32 or bfloat16 on a CPU: whichever runs ``forward_backward`` (under the autocast of
+    ``faster_precision.dtype``) faster, measured once per shape (then read from ``record``)."""
+    known = record.get().get("bf16_speedup")
+    if known is None:
+        times = {torch.float32: [], torch.bfloat16: []}
+        for dtype in times:  # one untimed pass each: first-call allocations, oneDNN's kernel choice
+            forward_backward(dtype)
+        for _ in range(repeats):
+            for dtype in times:
+                t0 = time.perf_counter()
+                forward_backward(dtype)
+                times[dtype].append(time.perf_counter() - t0)
+        known = min(times[torch.float32]) / min(times[torch.bfloat16])
+        record.update(bf16_speedup=known)
+    chosen = torch.bfloat16 if known > 1 + BF16_MARGIN else torch.float32
+    return chosen, f"auto: bf16 autocast ran a forward and backward {known:.2f}x as fast as float32 here"
