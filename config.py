@@ -112,6 +112,7 @@ class TrainConfig:
     overwrite: bool = False  # allow a new run to replace a finished run in out_dir
     init_from: str = ""  # empty: from scratch; else fine-tune a run directory or checkpoint, a Hugging Face GPT-2 directory, or gpt2, gpt2-medium, gpt2-large, gpt2-xl (local Hugging Face cache)
     sample_at_end: bool = True  # print a short sample when training ends
+    budget_rule: str = ""  # '' (off) or 'text': choose the optimizer and dropout from max_seconds (settings given on the command line win; no effect without max_seconds)
     tensorboard: bool = False  # also write TensorBoard scalars to out_dir/tensorboard/ (needs: pip install tensorboard)
 
     def check(self) -> None:
@@ -138,6 +139,8 @@ class TrainConfig:
              f"must be 'auto', 'true' or 'false', got {self.compile!r}")
         need(self.dtype in ("auto", "float32", "bfloat16", "float16"), "train.dtype",
              f"must be 'auto', 'float32', 'bfloat16' or 'float16', got {self.dtype!r}")
+        need(self.budget_rule in ("", *BUDGET_RULES), "train.budget_rule",
+             f"must be '' (off) or one of {', '.join(repr(r) for r in BUDGET_RULES)}, got {self.budget_rule!r}")
 
 
 @dataclass
@@ -168,9 +171,58 @@ class SampleConfig:
         need(0 < self.top_p <= 1, "sample.top_p", f"must be in (0, 1], got {self.top_p}")
 
 
+# What a recipe should change with its time budget: rule -> [(budgets below this many seconds, settings)],
+# the first row that fits applies.  'text' is config/text-cpu.toml's, measured on ~1 MB of English in the
+# README's CPU race: in a minute or two there is no time to overfit, and dropout only slows a CPU down
+# (no dropout won by 0.11 bpb at 60 s); around five minutes the recipe as written (Muon, dropout 0.2);
+# from ten minutes on AdamW overtakes Muon (whose early lead is spent once the model overfits), and
+# dropout stays (without it, +0.68 bpb at ten minutes).
+# A row holds groups of settings that go together: a group applies whole, or (if the command line gave any
+# of its settings) not at all.
+BUDGET_RULES: dict[str, list[tuple[float, list[dict[str, Any]]]]] = {
+    "text": [
+        (150.0, [{"model.dropout": 0.0}]),
+        (450.0, []),
+        (float("inf"), [{"train.optimizer": "adamw", "train.learning_rate": 3e-3, "train.min_lr": 3e-4}]),
+    ],
+}
+
+
+def apply_budget_rule(cfg: Config) -> str | None:
+    """Set what ``train.budget_rule`` chooses for ``train.max_seconds`` (but what the command line gave);
+    returns the line that says so, or None when there is no rule."""
+    rule = cfg.train.budget_rule
+    if not rule:
+        return None
+    seconds = cfg.train.max_seconds
+    if seconds <= 0:
+        return f"budget rule '{rule}': no time budget (train.max_seconds=0), so the recipe as written"
+    groups = next(g for below, g in BUDGET_RULES[rule] if seconds < below)
+    chosen, kept = {}, []
+    for group in groups:
+        given = [k for k in group if k in cfg.on_command_line]
+        if given:
+            kept += given
+        else:
+            chosen.update(group)
+    for key, value in chosen.items():
+        section, name = key.split(".")
+        setattr(getattr(cfg, section), name, value)
+    cfg.validate()
+    what = ", ".join(f"{k}={toml_value(v)}" for k, v in chosen.items()) or "the recipe as written"
+    return (f"budget rule '{rule}' for {seconds:g} s: {what}"
+            + (f" (the command line's {', '.join(kept)} kept, with what goes with it)" if kept else ""))
+
+
 def default_model() -> GPTConfig:
     """The CPU main job's model (``python train.py``); GPTConfig's own defaults are GPT-2's."""
     return GPTConfig(n_layer=6, n_head=6, n_embd=192, block_size=128, pos_emb="rope", activation="relu2")
+
+
+def default_train() -> TrainConfig:
+    """The CPU main job's training: Muon, which beat AdamW on the standard library's code by 0.075 bits per
+    byte in the same 8 minutes (README, "The CPU race"); TrainConfig's own defaults are nanoGPT's AdamW."""
+    return TrainConfig(optimizer="muon", learning_rate=1e-2, min_lr=1e-3)
 
 
 # --------------------------------------------------------------------------- a script's settings
@@ -219,12 +271,19 @@ class Settings:
                             + (f" (did you mean {section}.{hint[0]}?)" if hint else "") + "; see --help")
         setattr(getattr(self, section), key, _coerce(value, types_[key], f"{section}.{key}", origin))
         self.given.add(f"{section}.{key}")
+        if origin == "command line":
+            self.on_command_line.add(f"{section}.{key}")
 
     @property
     def given(self) -> set[str]:
         """The settings a TOML file or the command line gave ('model.n_layer', ...), as opposed to defaults:
         a run fine-tuned from a model takes its shape, and refuses only a shape that was asked for."""
         return vars(self).setdefault("_given", set())
+
+    @property
+    def on_command_line(self) -> set[str]:
+        """The settings the command line gave: they win over a budget rule (:func:`apply_budget_rule`)."""
+        return vars(self).setdefault("_on_command_line", set())
 
     def validate(self) -> None:
         """Re-run every section's checks on its final values (GPTConfig checks itself when built)."""
@@ -253,7 +312,7 @@ class Config(Settings):
     """What a training run reads, and what its run directory keeps (config.toml, the checkpoint)."""
     data: DataConfig = field(default_factory=DataConfig)
     model: GPTConfig = field(default_factory=default_model)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: TrainConfig = field(default_factory=default_train)
     sample: SampleConfig = field(default_factory=SampleConfig)
 
 

@@ -1,8 +1,10 @@
 """A GPT in one file, built on one compact, efficient causal multi-head attention.
 
-The default configuration is exactly GPT-2 (Radford et al. 2019): learned position embeddings,
-pre-LayerNorm blocks, GELU MLP, LM head tied to the token embedding, GPT-2 initialisation, and
-GPT-2's parameter names, so its checkpoints map straight onto this model.  Every other option
+The default configuration is GPT-2's architecture (Radford et al. 2019): learned position
+embeddings, pre-LayerNorm blocks, GELU MLP, LM head tied to the token embedding, GPT-2
+initialisation, and GPT-2's parameter names, so its checkpoints map straight onto this model (the
+default GELU is the exact one, as nanoGPT's; ``activation='gelu_tanh'`` is GPT-2's own tanh
+approximation, which an imported GPT-2 uses, so it computes exactly what transformers does).  Every other option
 (rotary positions, RMSNorm, QK-norm, ReLU^2 / SwiGLU, grouped-query attention, untied head,
 logit soft-capping, zero-initialised projections) is off by default; they are the choices
 modded-nanogpt found to train faster, kept small enough to read in one sitting.

@@ -81,9 +81,9 @@ class Corpus:
     def inputs_digest(self) -> str:
         """What a re-run must find unchanged to reuse a dataset: each file's path, size and mtime."""
         h = hashlib.sha256()
-        for p in self.files:
+        for p in self.files:  # resolved: the same file given as a relative or an absolute path is the same
             st = p.stat()
-            h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+            h.update(f"{p.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
         return h.hexdigest()
 
 

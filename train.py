@@ -56,7 +56,7 @@ import speed
 import tensorboard_log
 from checkpoint import (BEST, LAST, RunState, check_resumable, load_checkpoint, restore, save_checkpoint,
                         training_state)
-from config import Config, TrainConfig, parse_args, run_main
+from config import Config, TrainConfig, apply_budget_rule, parse_args, run_main
 from curves import METRICS, analyse, evaluations, read_records
 from errors import UserError
 from locks import DirLock
@@ -692,7 +692,11 @@ def report(rs: RunState, ds: Dataset, out: Path) -> None:
 
 
 def main(argv: list[str]) -> int:
-    train(parse_args(argv, Config, "train.py", SUMMARY))
+    cfg = parse_args(argv, Config, "train.py", SUMMARY)
+    rule = apply_budget_rule(cfg)
+    if rule and int(os.environ.get("RANK", "0")) == 0:
+        print(rule)
+    train(cfg)
     return 0
 
 

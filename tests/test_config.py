@@ -78,3 +78,28 @@ def test_foreign_section_from_the_command_line_is_one_line_exit_2(tmp_path):
                           capture_output=True, text=True)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and done.stderr.startswith("error: ")
     assert "does not read [bench]" in done.stderr
+
+
+@pytest.mark.parametrize("seconds, optimizer, dropout", [(60, "muon", 0.0), (300, "muon", 0.2), (600, "adamw", 0.2)])
+def test_the_text_recipe_adapts_to_its_budget(seconds, optimizer, dropout):
+    from config import apply_budget_rule
+    cfg = parse_args([str(ROOT / "config" / "text-cpu.toml"), f"--train.max_seconds={seconds}"], Config, "train.py")
+    line = apply_budget_rule(cfg)
+    assert line.startswith(f"budget rule 'text' for {seconds} s")
+    assert (cfg.train.optimizer, cfg.model.dropout) == (optimizer, dropout)
+    assert cfg.train.learning_rate == (3e-3 if optimizer == "adamw" else 1e-2)
+
+
+def test_the_command_line_wins_over_the_budget_rule_group_by_group():
+    from config import apply_budget_rule
+    cfg = parse_args([str(ROOT / "config" / "text-cpu.toml"), "--train.max_seconds=600", "--train.optimizer=muon"],
+                     Config, "train.py")
+    assert "command line's train.optimizer kept" in apply_budget_rule(cfg)
+    assert (cfg.train.optimizer, cfg.train.learning_rate) == ("muon", 1e-2)  # not AdamW's rate for Muon's run
+    cfg = parse_args([str(ROOT / "config" / "text-cpu.toml"), "--train.max_seconds=60", "--model.dropout=0.1"],
+                     Config, "train.py")
+    apply_budget_rule(cfg)
+    assert cfg.model.dropout == 0.1
+    cfg = parse_args([str(ROOT / "config" / "text-cpu.toml"), "--train.max_seconds=0"], Config, "train.py")
+    assert "no time budget" in apply_budget_rule(cfg) and cfg.model.dropout == 0.2
+    assert apply_budget_rule(Config()) is None

@@ -75,6 +75,7 @@ def argv(data: dict[str, str], out: Path, **settings) -> list[str]:
          "train.batch_size": 4, "train.max_iters": 20, "train.eval_interval": 10, "train.eval_iters": 2,
          "train.log_interval": 1, "train.checkpoint_interval": 10, "train.warmup_iters": 5,
          "train.lr_decay_iters": 200, "train.learning_rate": 3e-3, "train.schedule": "cosine", "train.max_seconds": 0, "train.compile": "false",
+         "train.optimizer": "adamw",
          "train.sample_at_end": "false", "train.out_dir": str(out)}
     s.update({k.replace("__", "."): v for k, v in settings.items()})
     return [f"--{k}={v}" for k, v in s.items()]

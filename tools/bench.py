@@ -59,7 +59,7 @@ import curves  # noqa: E402
 import hardware  # noqa: E402
 import prepare  # noqa: E402
 import tokenizer as tok  # noqa: E402
-from config import DataConfig, Settings, TrainConfig, default_model, need, parse_args, run_main  # noqa: E402
+from config import DataConfig, Settings, TrainConfig, default_model, default_train, need, parse_args, run_main  # noqa: E402
 from errors import UserError  # noqa: E402
 from hardware import MatmulProbe, sync  # noqa: E402
 from model import GPT, CausalSelfAttention, GPTConfig  # noqa: E402
@@ -68,7 +68,6 @@ from train import Batches, TrainStep  # noqa: E402
 SUMMARY = ("Benchmark training, attention, sampling and data preparation on this machine; "
            "prints tables and writes bench.json.")
 SLOW_REPEATS = 3  # timed runs of a figure whose single run exceeds bench.slow_seconds
-BF16_CANDIDATE = "the same, --train.dtype=bfloat16"  # the config's model in bf16 autocast (CPU, train part)
 PARTS = ("train", "attention", "sample", "prepare", "process")
 MiB = 1 << 20
 
@@ -138,7 +137,7 @@ class BenchConfig:
 class BenchSettings(Settings):
     bench: BenchConfig = field(default_factory=BenchConfig)
     model: GPTConfig = field(default_factory=default_model)  # the "config model" of the train and sample parts
-    train: TrainConfig = field(default_factory=TrainConfig)  # how train.py would train it
+    train: TrainConfig = field(default_factory=default_train)  # how train.py would train it
     data: DataConfig = field(default_factory=DataConfig)  # its tokenizer (vocabulary) and prepare's settings
 
 
@@ -474,8 +473,10 @@ def part_train(cfg: BenchSettings, device: torch.device, say: Callable[[str], No
     # (b) the config's own model, as train.py would train it (and, for the record, in bf16 autocast)
     mcfg_b = dataclasses.replace(cfg.model, vocab_size=bench_vocab(cfg.data))
     variants = {"config model": cfg.train}
-    if b.candidates and device.type == "cpu" and hardware.pick_dtype(cfg.train.dtype, device) == torch.float32:
-        variants[BF16_CANDIDATE] = dataclasses.replace(cfg.train, dtype="bfloat16")
+    if b.candidates and device.type == "cpu":  # the precision train.py did not choose, for the record
+        chosen = TimedStep(mcfg_b, cfg.train, device, random_tokens(mcfg_b.vocab_size, 1 << 16)).train_step.dtype
+        other = "float32" if chosen == torch.bfloat16 else "bfloat16"
+        variants[f"the same, --train.dtype={other}"] = dataclasses.replace(cfg.train, dtype=other)
     say(f"train (b): the config's model ({mcfg_b.n_layer}x{mcfg_b.n_embd}, block {mcfg_b.block_size}): "
         f"{', '.join(variants)} in rounds ...")
     fb = training_figures(mcfg_b, variants, device, b.repeats, b.train_steps, b.warmup, b.run_steps)
@@ -486,9 +487,10 @@ def part_train(cfg: BenchSettings, device: torch.device, say: Callable[[str], No
     rows = [figure_row(f"{name} ({f['dtype']})" if name == "config model" else name, f) for name, f in fb.items()]
     notes = []
     if len(fb) > 1:
-        notes.append(f"bfloat16 autocast / float32, tokens/s in the same rounds: "
-                     f"{fb[BF16_CANDIDATE]['tokens_per_s'] / fb['config model']['tokens_per_s']:.2f}x"
-                     " (a candidate: train.py's 'auto' dtype is float32 on a CPU)")
+        (name, other), = ((k, v) for k, v in fb.items() if k != "config model")
+        notes.append(f"train.py's precision ({fb['config model']['dtype']}, train.dtype={cfg.train.dtype}) / "
+                     f"{other['dtype']}, tokens/s in the same rounds: "
+                     f"{fb['config model']['tokens_per_s'] / other['tokens_per_s']:.2f}x")
 
     # (c) GPT-2 small: MFU against the same run's matmul (CPU) or the card's peak (GPU)
     if b.gpt2_steps > 0:
