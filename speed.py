@@ -24,6 +24,7 @@ first (cold) compile can take longer than a short run saves.  Three things bring
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -53,6 +54,25 @@ def compile_blocks(model: torch.nn.Module) -> None:
     """Compile each transformer block of a model.GPT in place (its parameter names do not change)."""
     for block in model.transformer.h:
         block.compile()
+
+
+@contextlib.contextmanager
+def eager(model: torch.nn.Module):
+    """Run the blocks of a model.GPT uncompiled inside this context, then as they were.
+
+    For sampling from a model compiled for training: a KV cache grows by one token a step, so a
+    compiled block would recompile for each new shape (and warn when dynamo's recompile limit is hit)
+    for a few hundred tokens that run as fast eagerly.  ``nn.Module.compile`` keeps the compiled call
+    in ``_compiled_call_impl``; without it the module calls its forward as usual.
+    """
+    saved = [(block, block._compiled_call_impl) for block in model.transformer.h]
+    for block, _ in saved:
+        block._compiled_call_impl = None
+    try:
+        yield model
+    finally:
+        for block, compiled in saved:
+            block._compiled_call_impl = compiled
 
 
 @dataclass

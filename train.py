@@ -424,7 +424,8 @@ def closing_sample(model: GPT, ds: Dataset, cfg: Config, device: torch.device) -
     """A short sample from the start of a fresh document (sample.py is the full sampler)."""
     settings = dataclasses.replace(cfg.sample, num_samples=1, max_new_tokens=min(cfg.sample.max_new_tokens, 300))
     model.eval()
-    return generate_texts(model, ds.tokenizer, [ds.eot_id], settings, device)[0]
+    with speed.eager(model):  # the KV cache changes shapes every token: no recompiling for a sample
+        return generate_texts(model, ds.tokenizer, [ds.eot_id], settings, device)[0]
 
 
 def train(cfg: Config) -> RunState:

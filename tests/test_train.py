@@ -615,3 +615,24 @@ def test_help_lists_every_training_setting(capsys):
     text = capsys.readouterr().out
     for key in ("--train.max_seconds=480.0", "--train.optimizer=", "--model.n_layer=6", "--data.tokenizer="):
         assert key in text
+
+
+def test_eager_samples_a_compiled_model_without_its_compiled_blocks():
+    """The closing sample of a compiled run runs the blocks eagerly (no recompile per KV-cache shape)."""
+    from model import GPT, GPTConfig
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=16)).eval()
+    prompt = torch.randint(0, 64, (1, 4))
+    expected = model.generate(prompt, 20, temperature=0.0)
+    speed.compile_blocks(model)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a compiled block ran inside speed.eager")
+
+    compiled = [block._compiled_call_impl for block in model.transformer.h]
+    assert all(c is not None for c in compiled)
+    for block in model.transformer.h:
+        block._compiled_call_impl = refuse
+    with speed.eager(model):
+        assert torch.equal(model.generate(prompt, 20, temperature=0.0), expected)  # past block_size too
+    assert all(block._compiled_call_impl is refuse for block in model.transformer.h)  # restored after
