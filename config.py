@@ -110,6 +110,8 @@ class TrainConfig:
     checkpoint_interval: int = 200  # write ckpt.pt every this many steps (and at the end)
     resume: bool = False  # continue the run in out_dir from its ckpt.pt
     overwrite: bool = False  # allow a new run to replace a finished run in out_dir
+    distill_from: str = ""  # teachers: run directories or checkpoints of this project's models (comma-separated: an ensemble); the loss adds the KL divergence from their mean probabilities; empty = off
+    distill_weight: float = 0.5  # the share of the loss that is the divergence from the teachers (distill_from); the rest is the cross-entropy
     init_from: str = ""  # empty: from scratch; else fine-tune a run directory or checkpoint, a Hugging Face GPT-2 directory, or gpt2, gpt2-medium, gpt2-large, gpt2-xl (local Hugging Face cache)
     sample_at_end: bool = True  # print a short sample when training ends
     budget_rule: str = ""  # '' (off) or 'text': choose the optimizer and dropout from max_seconds (settings given on the command line win; no effect without max_seconds)
@@ -133,6 +135,7 @@ class TrainConfig:
         need(self.lr_decay_iters >= 1, "train.lr_decay_iters", "must be at least 1")
         need(0 <= self.decay_fraction <= 1, "train.decay_fraction", "must be between 0 and 1")
         need(self.grad_clip >= 0, "train.grad_clip", "must be 0 (off) or more")
+        need(0 < self.distill_weight <= 1, "train.distill_weight", "must be more than 0 and at most 1")
         for key in ("eval_interval", "eval_iters", "log_interval", "checkpoint_interval"):
             need(getattr(self, key) >= 1, f"train.{key}", "must be at least 1")
         need(self.compile in ("auto", "true", "false"), "train.compile",

@@ -23,6 +23,11 @@ context, so the figure would depend on where the cuts fall and be worse than the
 of 1 gives every token a full context at block_size times the cost.  Half a window is the usual
 compromise (transformers' perplexity guide): twice the cost of disjoint windows.
 
+**Ensembles.**  Several models, separated by commas in ``eval.checkpoint``, are scored as one: the
+probability of each token is the mean of the members' probabilities (an ensemble of independently
+trained models, as in Kim et al., *Pre-training under infinite compute*, 2025).  The members must
+share the tokenizer and the context length, so that every member sees the same windows.
+
 The last line on stdout is one JSON object: ``bpb``, ``loss`` (nats per token), ``tokens`` (scored),
 ``bytes`` (UTF-8 bytes of the scored tokens), and what was measured how.
 """
@@ -44,7 +49,7 @@ from tqdm import tqdm
 
 import hardware
 from config import DataConfig, Settings, need, parse_args, run_main
-from model import GPT
+from model import GPT, mean_log_probs
 from prepare import default_threads, downloads_dir, encode_segments, encoder_for, resolve_source
 from pretrained import load_source
 
@@ -56,7 +61,7 @@ HEAD_ROWS = 1024  # positions whose logits are computed at once: bounds memory a
 
 @dataclass
 class EvalConfig:
-    checkpoint: str = "out"  # a run directory, a checkpoint file, a Hugging Face GPT-2 directory, or gpt2, gpt2-medium, gpt2-large, gpt2-xl
+    checkpoint: str = "out"  # a run directory, a checkpoint file, a Hugging Face GPT-2 directory, or gpt2, gpt2-medium, gpt2-large, gpt2-xl; several, comma-separated: their ensemble
     stride: int = 0  # tokens from one window's start to the next; 0 = half the model's context
     batch_size: int = 8  # windows per forward pass
     max_tokens: int = 0  # score only the first this many tokens of the text; 0 = all
@@ -119,10 +124,11 @@ def windows(n: int, block_size: int, stride: int) -> list[tuple[int, int]]:
 
 
 @torch.no_grad()
-def score(model: GPT, tokens: np.ndarray, stride: int, batch_size: int, device: torch.device, autocast,
+def score(models: list[GPT], tokens: np.ndarray, stride: int, batch_size: int, device: torch.device, autocast,
           progress: bool = True) -> tuple[float, int, int]:
-    """(summed loss in nats, scored tokens, windows) of ``model`` over ``tokens`` in strided windows."""
-    L, n = model.config.block_size, len(tokens)
+    """(summed loss in nats, scored tokens, windows) of ``models`` (one, or an ensemble's members, whose
+    probabilities are averaged) over ``tokens`` in strided windows."""
+    L, n = models[0].config.block_size, len(tokens)
     spans = windows(n, L, stride)
     total, count = torch.zeros((), dtype=torch.float64, device=device), 0
     with tqdm(total=len(spans), unit="window", desc="eval", disable=not progress, file=sys.stderr) as bar:
@@ -135,14 +141,18 @@ def score(model: GPT, tokens: np.ndarray, stride: int, batch_size: int, device: 
                 x[r, :len(seg) - 1] = seg[:-1]
                 y[r, first:len(seg) - 1] = seg[1 + first:]
             x, y = x.to(device), y.to(device)
-            with autocast:
-                h = model.hidden_states(x)  # (B, L, C)
             scored = y >= 0
-            h, targets = h[scored], y[scored]  # (M, C), (M,): only the positions this batch scores
-            for rows, want in zip(h.split(HEAD_ROWS), targets.split(HEAD_ROWS)):
+            targets = y[scored]  # (M,): only the positions this batch scores
+            with autocast:
+                hs = [model.hidden_states(x)[scored] for model in models]  # each (M, C)
+            for i, want in enumerate(targets.split(HEAD_ROWS)):
+                rows = slice(i * HEAD_ROWS, i * HEAD_ROWS + len(want))
                 with autocast:
-                    logits = model.head(rows)  # (rows, V)
-                total += F.cross_entropy(logits.float(), want, reduction="sum").double()
+                    logits = [model.head(h[rows]).float() for model, h in zip(models, hs)]  # each (rows, V)
+                if len(logits) == 1:
+                    total += F.cross_entropy(logits[0], want, reduction="sum").double()
+                else:
+                    total += F.nll_loss(mean_log_probs(logits), want, reduction="sum").double()
             count += len(targets)
             bar.update(len(batch))
     return total.item(), count, len(spans)
@@ -151,8 +161,16 @@ def score(model: GPT, tokens: np.ndarray, stride: int, batch_size: int, device: 
 def evaluate(cfg: EvalSettings, progress: bool = True) -> dict:
     """Measure ``cfg.eval.checkpoint`` on ``cfg.data.source``; returns the JSON record."""
     e, t0 = cfg.eval, time.time()
-    source = load_source(e.checkpoint, "eval.checkpoint")
-    enc = source.encoding(cfg.data.tokenizer)  # every check before the slow part
+    names = [name.strip() for name in e.checkpoint.split(",") if name.strip()]
+    sources = [load_source(name, "eval.checkpoint") for name in names]
+    encodings = [s.encoding(cfg.data.tokenizer) for s in sources]  # every check before the slow part
+    source, enc = sources[0], encodings[0]
+    for name, other in zip(names[1:], sources[1:]):
+        need(other.identity() == source.identity() and other.config.vocab_size == source.config.vocab_size,
+             "eval.checkpoint", f"{names[0]} and {name} have different tokenizers; an ensemble's members must share one")
+        need(other.config.block_size == source.config.block_size, "eval.checkpoint",
+             f"{names[0]} has a context of {source.config.block_size} tokens and {name} of "
+             f"{other.config.block_size}; an ensemble's members must share one")
     device = hardware.pick_device(e.device, key="eval.device")
     need(e.dtype != "float16" or device.type == "cuda", "eval.dtype", "float16 needs a CUDA GPU; use float32 or bfloat16")
     dtype = hardware.pick_dtype(e.dtype, device)
@@ -163,16 +181,17 @@ def evaluate(cfg: EvalSettings, progress: bool = True) -> dict:
     if e.max_tokens:
         tokens = tokens[:e.max_tokens + 1]
     n_bytes = int(token_lengths(enc, source.config.vocab_size)[tokens[1:]].sum())
-    model = source.model(device)
-    nats, n_tokens, n_windows = score(model, tokens, stride, e.batch_size, device,
+    models = [s.model(device) for s in sources]
+    nats, n_tokens, n_windows = score(models, tokens, stride, e.batch_size, device,
                                       hardware.autocast(device, dtype), progress)
     loss = nats / max(n_tokens, 1)
     record = {"bpb": nats / math.log(2) / max(n_bytes, 1), "loss": loss, "tokens": n_tokens, "bytes": n_bytes,
-              "bytes_per_token": n_bytes / max(n_tokens, 1), "model": str(source.path), "tokenizer": enc.name,
+              "bytes_per_token": n_bytes / max(n_tokens, 1), "model": ",".join(str(s.path) for s in sources), "tokenizer": enc.name,
               "source": cfg.data.source, "block_size": L, "stride": stride, "windows": n_windows,
               "dtype": str(dtype).removeprefix("torch."), "seconds": round(time.time() - t0, 2)}
     print(f"eval: {record['bpb']:.4f} bits per byte (loss {loss:.4f} nats per token) on {n_tokens:,} tokens "
-          f"({n_bytes:,} bytes) of {cfg.data.source}, windows of {L} every {stride} tokens", file=sys.stderr)
+          f"({n_bytes:,} bytes) of {cfg.data.source}, windows of {L} every {stride} tokens"
+          + (f", an ensemble of {len(models)}" if len(models) > 1 else ""), file=sys.stderr)
     return record
 
 

@@ -194,6 +194,13 @@ class Rotary(nn.Module):
         return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
 
 
+def mean_log_probs(logits: list[torch.Tensor]) -> torch.Tensor:
+    """log of the mean of the probabilities softmax(logits) of several models (an ensemble), in float32:
+    logsumexp over the models of their log-probabilities, less log k.  (..., V) each -> (..., V)."""
+    logp = torch.stack([F.log_softmax(z.float(), dim=-1) for z in logits])  # (k, ..., V)
+    return logp.logsumexp(0) - math.log(len(logits))
+
+
 class KVCache:
     """Keys and values of every layer for the tokens seen so far, for incremental decoding.
 

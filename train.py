@@ -49,6 +49,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from tqdm import tqdm
 
 import hardware
@@ -60,10 +61,10 @@ from config import Config, TrainConfig, apply_budget_rule, parse_args, run_main
 from curves import METRICS, analyse, evaluations, read_records
 from errors import UserError
 from locks import DirLock
-from model import GPT, GPTConfig
+from model import GPT, GPTConfig, mean_log_probs
 from optim import build_optimizer, lr_multiplier, set_lr
 from prepare import Dataset, open_dataset, prepare
-from pretrained import Start
+from pretrained import Start, load_source
 from sample import generate_texts
 
 SUMMARY = "Train a GPT on a corpus (prepared first if needed); resumable, on CPU, GPU or many GPUs via torchrun."
@@ -224,8 +225,10 @@ class TrainStep:
     """
 
     def __init__(self, model_config: GPTConfig, t: TrainConfig, device: torch.device, batches: Batches,
-                 proc: Proc | None = None, weights: dict[str, torch.Tensor] | None = None):
+                 proc: Proc | None = None, weights: dict[str, torch.Tensor] | None = None,
+                 teachers: list[GPT] | None = None):
         self.t, self.device, self.batches, self.proc = t, device, batches, proc or Proc()
+        self.teachers = teachers or []  # distillation (train.distill_from): fixed models, in eval mode
         hardware.setup(device)
         torch.manual_seed(t.seed)  # the same initial weights on every rank
         self.model = GPT(model_config).to(device)  # the bare model: weights, checkpoints, sampling
@@ -238,7 +241,8 @@ class TrainStep:
         self.flops_per_token = self.model.flops_per_token()
         shape = {"model": dataclasses.asdict(model_config), "batch": t.batch_size, "accumulation": self.local_accum,
                  "device": hardware.device_name(device), "threads": torch.get_num_threads(),
-                 "torch": torch.__version__, "processes": self.proc.world_size}
+                 "torch": torch.__version__, "processes": self.proc.world_size,
+                 **({"teachers": len(self.teachers)} if self.teachers else {})}  # a distilling step costs more
         self.dtype, self.dtype_reason = self._precision(speed.Record(shape))
         self.optimizer = build_optimizer(self.model.param_groups(), t, device.type)
         self.scaler = torch.amp.GradScaler(device.type, enabled=(self.dtype == torch.float16))
@@ -293,9 +297,21 @@ class TrainStep:
         last = i == self.local_accum - 1  # DDP all-reduces the gradients once, after the last micro-batch
         with contextlib.nullcontext() if last or not self.proc.distributed else self.step_model.no_sync():
             with self.autocast:
-                _, loss = self.step_model(x, y)
-            self.scaler.scale(loss / self.local_accum).backward()
-        return loss.detach()
+                logits, loss = self.step_model(x, y)
+                objective = self._distilled(x, logits, loss) if self.teachers else loss
+            self.scaler.scale(objective / self.local_accum).backward()
+        return loss.detach()  # the cross-entropy, comparable with any run's, even when distilling
+
+    def _distilled(self, x: torch.Tensor, logits: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
+        """Knowledge distillation (Hinton, Vinyals and Dean 2015, at temperature 1): the cross-entropy mixed
+        with the KL divergence from the teachers' mean probabilities, which carry what an ensemble knows
+        about every token's alternatives, not only the one that came next."""
+        with torch.no_grad():
+            target = mean_log_probs([teacher(x)[0] for teacher in self.teachers])  # (B, T, V)
+        kl = F.kl_div(F.log_softmax(logits.float(), dim=-1).flatten(0, 1), target.flatten(0, 1),
+                      reduction="batchmean", log_target=True)
+        w = self.t.distill_weight
+        return (1 - w) * loss + w * kl
 
     def warm_up(self) -> float:
         """Compile the step (a forward and backward of step 0's first micro-batch, gradients then dropped:
@@ -342,6 +358,21 @@ ADVICE = ("training stopped and no checkpoint was written after it (the last goo
           "or train in float32/bfloat16 instead of float16")
 
 
+def load_teachers(spec: str, ds: Dataset, student: GPTConfig, device: torch.device) -> list[GPT]:
+    """The models of ``train.distill_from`` (comma-separated), checked to read the dataset's tokens with
+    at least the student's context, in eval mode on ``device``."""
+    teachers = []
+    for name in [n.strip() for n in spec.split(",") if n.strip()]:
+        source = load_source(name, "train.distill_from")
+        source.check_dataset(ds)
+        if source.config.vocab_size != student.vocab_size or source.config.block_size < student.block_size:
+            raise UserError(f"--train.distill_from: {name} has a vocabulary of {source.config.vocab_size} and a context "
+                            f"of {source.config.block_size} tokens; a teacher needs the student's vocabulary "
+                            f"({student.vocab_size}) and at least its context ({student.block_size})")
+        teachers.append(source.model(device))
+    return teachers
+
+
 class NonFiniteLoss(UserError):
     """Training diverged: not a typo, but the settings' fault, so it is reported like a user's error."""
 
@@ -351,10 +382,12 @@ def check_out_dir(t: TrainConfig) -> Path:
     out = Path(t.out_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f"--train.out_dir={out} is a file; give a directory")
-    source = Path(t.init_from).expanduser()
-    if t.init_from and source.exists() and (source if source.is_dir() else source.parent).resolve() == out.resolve():
-        raise UserError(f"--train.init_from={t.init_from} is the directory this run would write "
-                        f"(--train.out_dir={t.out_dir}); a fine-tuned model gets its own: give another --train.out_dir")
+    for key, names in (("init_from", [t.init_from]), ("distill_from", t.distill_from.split(","))):
+        for name in filter(None, (n.strip() for n in names)):
+            source = Path(name).expanduser()
+            if source.exists() and (source if source.is_dir() else source.parent).resolve() == out.resolve():
+                raise UserError(f"--train.{key}={name} is the directory this run would write "
+                                f"(--train.out_dir={t.out_dir}); the new model gets its own: give another --train.out_dir")
     if t.resume:
         if not (out / LAST).is_file():
             raise UserError(f"--train.resume=true but there is no checkpoint {out / LAST} to continue; "
@@ -484,8 +517,10 @@ class Trainer:
             check_same_data(self.ds, proc, device)
             self.batches = Batches(self.ds.train, self.ds.val, cfg.model.block_size, t.batch_size, t.eval_iters,
                                    t.seed, device)
-            self.step = TrainStep(start.model_config(self.ds), t, device, self.batches, proc,
-                                  weights=None if t.resume else start.weights())
+            model_config = start.model_config(self.ds)
+            self.step = TrainStep(model_config, t, device, self.batches, proc,
+                                  weights=None if t.resume else start.weights(),
+                                  teachers=load_teachers(t.distill_from, self.ds, model_config, device))
             self.rs = RunState()
             if t.resume:
                 ckpt = load_checkpoint(self.out / LAST, map_location=device)
@@ -540,6 +575,10 @@ class Trainer:
               f"{s.tokens_per_step:,} tokens/step, optimizer {t.optimizer}, schedule {t.schedule}; "
               f"run directory {self.out}" + (f", resuming at step {self.rs.step}" if t.resume else "")
               + (f", starting from {t.init_from}" if t.init_from and not t.resume else ""))
+        if s.teachers:
+            print(f"distilling from {t.distill_from} ({len(s.teachers)} teacher(s), their mean probabilities): "
+                  f"loss = {1 - t.distill_weight:g} x cross-entropy + {t.distill_weight:g} x KL divergence; "
+                  "the logged loss is the cross-entropy")
         if s.accumulation != t.gradient_accumulation_steps:
             print(f"note: --train.gradient_accumulation_steps={t.gradient_accumulation_steps} does not divide over "
                   f"{self.proc.world_size} processes, so each runs {s.local_accum} micro-batch(es): a step is "

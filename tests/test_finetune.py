@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -245,6 +246,44 @@ def test_eval_equals_a_direct_computation(base, tmp_path):
     assert capped["tokens"] == 100 and capped["windows"] == 4
 
 
+def test_eval_of_an_ensemble_averages_the_members_probabilities(base, tmp_path):
+    """Two runs on one dataset (so one tokenizer) scored as one: -log of the mean of their probabilities;
+    a member with another tokenizer is refused in one line."""
+    data = {"data.source": str(base["tmp"] / "a.txt"), "data.tokenizer": "bpe", "data.vocab_size": "300",
+            "data.dir": str(base["tmp"] / "ds-a")}
+    other = tmp_path / "other"
+    train.main(argv(data, other, train__max_iters=10, train__seed=7, model__pos_emb="learned"))
+    short = tmp_path / "short.txt"
+    short.write_text("She said it was not so, and he went away.")
+    both = f"{base['run']},{other}"
+    record = evaluation.evaluate(evaluation.EvalSettings(evaluation.EvalConfig(checkpoint=both),
+                                                         evaluation.DataConfig(source=str(short))), progress=False)
+    sources = [pretrained.load_source(str(d), "eval.checkpoint") for d in (base["run"], other)]
+    enc = sources[0].encoding("bpe")
+    ids = torch.tensor([[enc.eot_token] + enc.encode(short.read_text())])
+    with torch.no_grad():
+        p = torch.stack([s.model()(ids[:, :-1])[0][0].softmax(-1) for s in sources]).mean(0)  # (T, V)
+    want = -p[torch.arange(ids.shape[1] - 1), ids[0, 1:]].log().mean().item()
+    assert record["loss"] == pytest.approx(want, abs=1e-5) and record["tokens"] == ids.shape[1] - 1
+    single = [evaluation.evaluate(evaluation.EvalSettings(evaluation.EvalConfig(checkpoint=str(d)),
+                                                          evaluation.DataConfig(source=str(short))), progress=False)
+              for d in (base["run"], other)]
+    assert record["loss"] != single[0]["loss"] and record["model"] == f"{sources[0].path},{sources[1].path}"
+
+    bytes_run = tmp_path / "bytes"
+    train.main(argv({"data.source": str(base["text"]), "data.tokenizer": "bytes", "data.dir": str(tmp_path / "ds-b")},
+                    bytes_run, train__max_iters=1, model__pos_emb="learned"))
+    with pytest.raises(UserError, match="different tokenizers; an ensemble's members must share one") as e:
+        evaluation.evaluate(evaluation.EvalSettings(evaluation.EvalConfig(checkpoint=f"{base['run']},{bytes_run}"),
+                                                    evaluation.DataConfig(source=str(short))), progress=False)
+    assert "\n" not in str(e.value)
+    shorter = tmp_path / "shorter"
+    train.main(argv(data, shorter, train__max_iters=1, model__pos_emb="learned", model__block_size=16))
+    with pytest.raises(UserError, match="context of 32 tokens and .* of 16; an ensemble's members must share one"):
+        evaluation.evaluate(evaluation.EvalSettings(evaluation.EvalConfig(checkpoint=f"{base['run']},{shorter}"),
+                                                    evaluation.DataConfig(source=str(short))), progress=False)
+
+
 def test_eval_command_prints_json_last_and_refuses_in_one_line(base, tmp_path):
     cmd = [sys.executable, str(ROOT / "eval.py"), f"--eval.checkpoint={base['run']}", f"--data.source={base['text']}"]
     done = subprocess.run(cmd, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120)
@@ -258,3 +297,64 @@ def test_eval_command_prints_json_last_and_refuses_in_one_line(base, tmp_path):
         with pytest.raises(UserError, match=message) as e:
             evaluation.main(cmd[2:] + [bad])
         assert "\n" not in str(e.value)
+
+
+# --------------------------------------------------------------------------- distillation (train.distill_from)
+
+
+def test_the_distillation_objective_mixes_the_cross_entropy_with_the_kl_from_the_teachers_mean(base):
+    from types import SimpleNamespace
+    teachers = [pretrained.load_source(str(base["run"]), "x").model(), pretrained.load_source(str(base["run"]), "x").model()]
+    with torch.no_grad():
+        for p in teachers[1].parameters():
+            p.mul_(0.5)  # a second, different teacher
+    torch.manual_seed(0)
+    x, logits = torch.randint(0, 300, (2, 8)), torch.randn(2, 8, 300)
+    y = torch.randint(0, 300, (2, 8))
+    ce = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+    step = SimpleNamespace(teachers=teachers, t=SimpleNamespace(distill_weight=0.3))
+    got = train.TrainStep._distilled(step, x, logits, ce)
+    with torch.no_grad():
+        p_t = torch.stack([t(x)[0].softmax(-1) for t in teachers]).mean(0)  # (2, 8, V)
+    kl = (p_t * (p_t.log() - logits.log_softmax(-1))).sum(-1).mean()
+    assert got.item() == pytest.approx((0.7 * ce + 0.3 * kl).item(), rel=1e-5)
+
+
+def test_a_distillation_run_learns_from_an_ensemble_and_logs_the_cross_entropy(base, tmp_path, capsys):
+    data = {"data.source": str(base["tmp"] / "a.txt"), "data.tokenizer": "bpe", "data.vocab_size": "300",
+            "data.dir": str(base["tmp"] / "ds-a")}
+    other = tmp_path / "other"
+    train.main(argv(data, other, train__max_iters=10, train__seed=5, model__pos_emb="learned"))
+    student = tmp_path / "student"
+    capsys.readouterr()
+    train.main(argv(data, student, train__max_iters=10, train__distill_from=f"{base['run']},{other}",
+                    train__distill_weight=0.5))
+    assert "distilling from" in capsys.readouterr().out
+    plain = tmp_path / "plain"
+    train.main(argv(data, plain, train__max_iters=10))
+    distilled, alone = losses(student), losses(plain)
+    assert distilled[(1, "train")] == pytest.approx(alone[(1, "train")], abs=1e-6)  # the same cross-entropy first
+    assert distilled[(10, "train")] != alone[(10, "train")]  # then the teachers' gradients made a difference
+    saved = tomllib.loads((student / "config.toml").read_text())
+    assert saved["train"]["distill_from"] == f"{base['run']},{other}"
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("train.distill_weight=0", "--train.distill_weight: must be more than 0 and at most 1"),
+    ("train.distill_from=nowhere", "--train.distill_from=nowhere: no such file or directory"),
+    ("model.block_size=64", "a teacher needs the student's vocabulary .* and at least its context"),
+])
+def test_distillation_refusals(base, tmp_path, setting, message):
+    data = {"data.source": str(base["tmp"] / "a.txt"), "data.tokenizer": "bpe", "data.vocab_size": "300",
+            "data.dir": str(base["tmp"] / "ds-a")}
+    key, value = setting.split("=")
+    settings = {"train__max_iters": 1, "train__distill_from": str(base["run"]), key.replace(".", "__"): value}
+    with pytest.raises(UserError, match=message) as e:
+        train.main(argv(data, tmp_path / "s", **settings))
+    assert "\n" not in str(e.value)
+
+
+def test_a_teacher_of_another_tokenizer_is_refused(base, tmp_path):
+    with pytest.raises(UserError, match="was prepared with tokenizer 'bytes'"):
+        train.main(argv({"data.source": str(base["text"]), "data.tokenizer": "bytes", "data.dir": str(tmp_path / "d")},
+                        tmp_path / "s", train__max_iters=1, train__distill_from=str(base["run"])))
