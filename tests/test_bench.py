@@ -14,7 +14,7 @@ from errors import UserError
 from tools import bench
 
 TINY = ["--bench.repeats=1", "--bench.warmup=1", "--bench.train_steps=1", "--bench.gpt2_steps=0",
-        "--bench.candidates=false", "--bench.memory=false",
+        "--bench.candidates=false", "--bench.options=false", "--bench.memory=false",
         "--bench.attn_batch=2", "--bench.attn_seq=16", "--bench.attn_embd=16", "--bench.attn_heads=2",
         "--bench.attn_sweep=8,16", "--bench.sample_tokens=12", "--bench.sample_blocks=8", "--bench.sample_batch=2",
         "--bench.prepare_mb=0.03", "--data.vocab_size=300",
@@ -92,3 +92,22 @@ def test_peak_memory_in_a_fresh_process_grows_with_materialised_scores():
 def test_bad_settings_are_user_errors(arg):
     with pytest.raises(UserError, match=arg.split("=")[0][2:]):
         parse_args([arg], bench.BenchSettings, "bench.py")
+
+
+def test_the_options_price_compares_gpt2s_options_with_the_modern_ones():
+    """train (a2) eagerly at a tiny size (compiling is what a full bench adds): every run timed, ratios to GPT-2's."""
+    cfg = parse_args(TINY, bench.BenchSettings, "bench.py")
+    printed = []
+    mcfg = bench.GPTConfig(vocab_size=64, block_size=16, n_layer=1, n_head=2, n_embd=16)
+    out = bench.options_price(mcfg, cfg.train, torch.device("cpu"), cfg.bench, printed.append, compiled=False)
+    assert set(out) == {"GPT-2's options", "modern options"}
+    assert out["GPT-2's options"]["vs_gpt2_eager"] == 1.0 and out["modern options"]["ms_per_step"] > 0
+    assert "what the modern options cost" in "\n".join(printed)
+
+
+def test_the_baselines_train_with_adamw_whatever_the_main_jobs_optimizer():
+    """nanoGPT's loop and GPT-2 small are AdamW runs; the main job's default (Muon) must not leak into them."""
+    train = parse_args(TINY, bench.BenchSettings, "bench.py").train
+    assert train.optimizer == "muon"  # the main job's, which the config model uses
+    for settings in (bench.NANOGPT_TRAIN, bench.GPT2_TRAIN):
+        assert bench.dataclasses.replace(train, **settings).optimizer == "adamw"

@@ -73,10 +73,11 @@ MiB = 1 << 20
 
 # nanoGPT's README CPU recipe (char-level Shakespeare): the shape of the (a) comparison
 NANOGPT_SHAPE = dict(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0)
-NANOGPT_TRAIN = dict(batch_size=12, learning_rate=1e-3, min_lr=1e-4, beta2=0.99, weight_decay=0.1, grad_clip=1.0,
-                     max_seconds=0.0, warmup_iters=100, lr_decay_iters=2000, schedule="cosine")
+NANOGPT_TRAIN = dict(optimizer="adamw", batch_size=12, learning_rate=1e-3, min_lr=1e-4, beta2=0.99, weight_decay=0.1,
+                     grad_clip=1.0, max_seconds=0.0, warmup_iters=100, lr_decay_iters=2000, schedule="cosine")
+MODERN_OPTIONS = dict(pos_emb="rope", activation="relu2", qk_norm=True, norm="rmsnorm")  # model.py's options GPT-2 lacks
 GPT2_SMALL = dict(vocab_size=50257, n_layer=12, n_head=12, n_embd=768, dropout=0.0)
-GPT2_TRAIN = dict(learning_rate=6e-4, min_lr=6e-5, beta2=0.95, weight_decay=0.1, grad_clip=1.0)
+GPT2_TRAIN = dict(optimizer="adamw", learning_rate=6e-4, min_lr=6e-5, beta2=0.95, weight_decay=0.1, grad_clip=1.0)
 MEMORY_NOTE = {False: "peak RSS of a fresh process doing only this (torch and numpy included)",
                True: "torch.cuda.max_memory_allocated: weights, optimizer state, activations"}
 
@@ -92,6 +93,7 @@ class BenchConfig:
     gpt2_block: int = 0  # training part: GPT-2 small's block size; 0 = 256 on a CPU, 1024 on a GPU
     gpt2_batch: int = 0  # training part: GPT-2 small's batch size; 0 = 4 on a CPU, 16 on a GPU
     candidates: bool = True  # training part: also time what train.py does not choose (compile flipped, 1 thread, bf16)
+    options: bool = True  # training part: what the modern options cost a step at nanoGPT's shape, eager and compiled
     attn_batch: int = 8  # attention part: batch size
     attn_seq: int = 1024  # attention part: sequence length
     attn_embd: int = 768  # attention part: width
@@ -415,6 +417,34 @@ def figure_row(name: str, f: dict) -> list[str]:
             f"{f['compile_s']:.1f}" if f["compiled"] else "-", mib(train_memory(f)) if "peak_bytes" in f else "-"]
 
 
+def options_price(mcfg: GPTConfig, tcfg: TrainConfig, device: torch.device, b: BenchConfig,
+                  say: Callable[[str], None], compiled: bool = True) -> dict:
+    """train (a2): GPT-2's options against rotary positions + squared ReLU + QK-norm + RMSNorm at the same
+    shape, eager and compiled, float32, in rounds: the options cost few FLOPs, so their price is small
+    kernels, which compiling fuses.  Ratios are to GPT-2's options, eager."""
+    data, fp32 = random_tokens(mcfg.vocab_size), dataclasses.replace(tcfg, dtype="float32")
+    runs = {}
+    for label, options in (("GPT-2's options", {}), ("modern options", MODERN_OPTIONS)):
+        for compile_ in ("false", "true") if compiled else ("false",):
+            name = label + (", compiled" if compile_ == "true" else "")
+            runs[name] = TimedStep(dataclasses.replace(mcfg, **options), dataclasses.replace(fp32, compile=compile_),
+                                   device, data)
+    say(f"train (a2): {', '.join(runs)} in rounds of {b.train_steps} steps ...")
+    t = interleave(runs, device, b.repeats, b.warmup, per_round=b.train_steps)
+    base = t["GPT-2's options"].median
+    out = {name: {**timing.to_json(), "ms_per_step": 1e3 * timing.median, "vs_gpt2_eager": timing.median / base}
+           for name, timing in t.items()}
+    notes = [f"modern options = {', '.join(f'{k}={v}' for k, v in MODERN_OPTIONS.items())}; float32; "
+             f"medians of {b.repeats} rounds x {b.train_steps} steps (compiling happens in the warm-up)"]
+    if compiled:
+        out["modern_over_gpt2_compiled"] = t["modern options, compiled"].median / t["GPT-2's options, compiled"].median
+        notes.append(f"modern / GPT-2's options, both compiled: {out['modern_over_gpt2_compiled']:.3f}x a step")
+    say(table("train (a2): what the modern options cost a step at nanoGPT's shape",
+              ["run", "ms/step", "vs GPT-2's options, eager"],
+              [[name, ms(timing), f"{timing.median / base:.3f}x"] for name, timing in t.items()], notes))
+    return out
+
+
 def bench_vocab(data: DataConfig) -> int:
     """The vocabulary the config's dataset would have, without preparing it."""
     return tok.vocab_size_for(data.tokenizer, data.vocab_size)
@@ -469,6 +499,9 @@ def part_train(cfg: BenchSettings, device: torch.device, say: Callable[[str], No
                f"is spread over the {b.run_steps} steps",
                f"medians of {b.repeats} rounds x {b.train_steps} steps; peak MiB: " + MEMORY_NOTE[device.type == "cuda"]
                + " over 3 eager steps"]))
+
+    if b.options:
+        res["options"] = options_price(mcfg, tcfg, device, b, say)
 
     # (b) the config's own model, as train.py would train it (and, for the record, in bf16 autocast)
     mcfg_b = dataclasses.replace(cfg.model, vocab_size=bench_vocab(cfg.data))
