@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import inspect
 import json
 import math
@@ -464,7 +465,7 @@ def closing_sample(model: GPT, ds: Dataset, cfg: Config, device: torch.device) -
 def train(cfg: Config) -> RunState:
     """Run (or continue) the training ``cfg`` describes on this process; under torchrun, one rank of many."""
     proc, device = process_and_device(cfg.train.device)
-    finished = False
+    finished, trainer = False, None
     try:
         trainer = Trainer(cfg, proc, device)
         try:
@@ -485,6 +486,11 @@ def train(cfg: Config) -> RunState:
         finished = True
         return rs
     finally:
+        if trainer is not None and trainer.step.step_model is not trainer.step.model:
+            # DDP's reducer keeps gloo's pending work and its tensors; freed at interpreter exit instead,
+            # they can abort the process (SIGABRT) after a finished run, so drop it now, while all is alive
+            trainer.step.step_model = trainer.step.model
+            gc.collect()
         if dist.is_initialized():
             if finished:  # no process may tear the group down while another still uses it (gloo aborts then)
                 dist.barrier()
