@@ -322,6 +322,11 @@ class Config(Settings):
 # --------------------------------------------------------------------------- typed values
 
 
+def comma_list(text: str) -> list[str]:
+    """The items of a comma-separated setting ('a, b,c' -> ['a', 'b', 'c']), stripped, empty ones dropped."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
 def _coerce(value: Any, tp: Any, key: str, origin: str) -> Any:
     """Check (TOML) or parse (command line, where value is a str) one value against its declared type."""
     from_cli = origin == "command line" and isinstance(value, str)

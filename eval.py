@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import hardware
-from config import DataConfig, Settings, need, parse_args, run_main
+from config import DataConfig, Settings, comma_list, need, parse_args, run_main
 from model import GPT, mean_log_probs
 from prepare import default_threads, downloads_dir, encode_segments, encoder_for, resolve_source
 from pretrained import load_source
@@ -149,10 +149,7 @@ def score(models: list[GPT], tokens: np.ndarray, stride: int, batch_size: int, d
                 rows = slice(i * HEAD_ROWS, i * HEAD_ROWS + len(want))
                 with autocast:
                     logits = [model.head(h[rows]).float() for model, h in zip(models, hs)]  # each (rows, V)
-                if len(logits) == 1:
-                    total += F.cross_entropy(logits[0], want, reduction="sum").double()
-                else:
-                    total += F.nll_loss(mean_log_probs(logits), want, reduction="sum").double()
+                total += F.nll_loss(mean_log_probs(logits), want, reduction="sum").double()
             count += len(targets)
             bar.update(len(batch))
     return total.item(), count, len(spans)
@@ -161,7 +158,7 @@ def score(models: list[GPT], tokens: np.ndarray, stride: int, batch_size: int, d
 def evaluate(cfg: EvalSettings, progress: bool = True) -> dict:
     """Measure ``cfg.eval.checkpoint`` on ``cfg.data.source``; returns the JSON record."""
     e, t0 = cfg.eval, time.time()
-    names = [name.strip() for name in e.checkpoint.split(",") if name.strip()]
+    names = comma_list(e.checkpoint)
     sources = [load_source(name, "eval.checkpoint") for name in names]
     encodings = [s.encoding(cfg.data.tokenizer) for s in sources]  # every check before the slow part
     source, enc = sources[0], encodings[0]

@@ -197,6 +197,8 @@ class Rotary(nn.Module):
 def mean_log_probs(logits: list[torch.Tensor]) -> torch.Tensor:
     """log of the mean of the probabilities softmax(logits) of several models (an ensemble), in float32:
     logsumexp over the models of their log-probabilities, less log k.  (..., V) each -> (..., V)."""
+    if len(logits) == 1:  # one model: its own log-probabilities (no stacked copy of a vocabulary-wide tensor)
+        return F.log_softmax(logits[0].float(), dim=-1)
     logp = torch.stack([F.log_softmax(z.float(), dim=-1) for z in logits])  # (k, ..., V)
     return logp.logsumexp(0) - math.log(len(logits))
 

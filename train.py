@@ -58,7 +58,7 @@ import speed
 import tensorboard_log
 from checkpoint import (BEST, LAST, RunState, check_resumable, load_checkpoint, restore, save_checkpoint,
                         training_state)
-from config import Config, TrainConfig, apply_budget_rule, parse_args, run_main
+from config import Config, TrainConfig, apply_budget_rule, comma_list, parse_args, run_main
 from curves import METRICS, analyse, evaluations, read_records
 from errors import UserError
 from locks import DirLock
@@ -363,7 +363,7 @@ def load_teachers(spec: str, ds: Dataset, student: GPTConfig, device: torch.devi
     """The models of ``train.distill_from`` (comma-separated), checked to read the dataset's tokens with
     at least the student's context, in eval mode on ``device``."""
     teachers = []
-    for name in [n.strip() for n in spec.split(",") if n.strip()]:
+    for name in comma_list(spec):
         source = load_source(name, "train.distill_from")
         source.check_dataset(ds)
         if source.config.vocab_size != student.vocab_size or source.config.block_size < student.block_size:
@@ -383,8 +383,9 @@ def check_out_dir(t: TrainConfig) -> Path:
     out = Path(t.out_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f"--train.out_dir={out} is a file; give a directory")
-    for key, names in (("init_from", [t.init_from]), ("distill_from", t.distill_from.split(","))):
-        for name in filter(None, (n.strip() for n in names)):
+    sources = (("init_from", [t.init_from] if t.init_from else []), ("distill_from", comma_list(t.distill_from)))
+    for key, names in sources:
+        for name in names:
             source = Path(name).expanduser()
             if source.exists() and (source if source.is_dir() else source.parent).resolve() == out.resolve():
                 raise UserError(f"--train.{key}={name} is the directory this run would write "
@@ -465,7 +466,7 @@ def closing_sample(model: GPT, ds: Dataset, cfg: Config, device: torch.device) -
 def train(cfg: Config) -> RunState:
     """Run (or continue) the training ``cfg`` describes on this process; under torchrun, one rank of many."""
     proc, device = process_and_device(cfg.train.device)
-    finished, trainer = False, None
+    finished = False
     try:
         trainer = Trainer(cfg, proc, device)
         try:
@@ -486,11 +487,6 @@ def train(cfg: Config) -> RunState:
         finished = True
         return rs
     finally:
-        if trainer is not None and trainer.step.step_model is not trainer.step.model:
-            # DDP's reducer keeps gloo's pending work and its tensors; freed at interpreter exit instead,
-            # they can abort the process (SIGABRT) after a finished run, so drop it now, while all is alive
-            trainer.step.step_model = trainer.step.model
-            gc.collect()
         if dist.is_initialized():
             if finished:  # no process may tear the group down while another still uses it (gloo aborts then)
                 dist.barrier()
@@ -592,6 +588,11 @@ class Trainer:
                   f"{t.batch_size}")
 
     def close(self) -> None:
+        if self.step.step_model is not self.step.model:
+            # DDP's reducer keeps gloo's pending work and its tensors; freed at interpreter exit instead,
+            # they can abort the process (SIGABRT) after a finished run, so drop it now, while all is alive
+            self.step.step_model = self.step.model
+            gc.collect()
         self.progress.bar.close()
         if self.metrics:
             self.metrics.close()

@@ -37,7 +37,7 @@ def base(tmp_path_factory) -> dict:
     data = {"data.source": str(write_corpus(tmp / "a.txt", 30_000, seed=0)), "data.tokenizer": "bpe",
             "data.vocab_size": "300", "data.dir": str(tmp / "ds-a")}
     train.main(argv(data, run, train__max_iters=20, model__pos_emb="learned"))
-    return {"run": run, "text": write_corpus(tmp / "b.txt", 30_000, seed=7), "tmp": tmp}
+    return {"run": run, "text": write_corpus(tmp / "b.txt", 30_000, seed=7), "tmp": tmp, "data": data}
 
 
 def finetune_args(base: dict, out: Path, **settings) -> list[str]:
@@ -249,10 +249,8 @@ def test_eval_equals_a_direct_computation(base, tmp_path):
 def test_eval_of_an_ensemble_averages_the_members_probabilities(base, tmp_path):
     """Two runs on one dataset (so one tokenizer) scored as one: -log of the mean of their probabilities;
     a member with another tokenizer is refused in one line."""
-    data = {"data.source": str(base["tmp"] / "a.txt"), "data.tokenizer": "bpe", "data.vocab_size": "300",
-            "data.dir": str(base["tmp"] / "ds-a")}
     other = tmp_path / "other"
-    train.main(argv(data, other, train__max_iters=10, train__seed=7, model__pos_emb="learned"))
+    train.main(argv(base["data"], other, train__max_iters=10, train__seed=7, model__pos_emb="learned"))
     short = tmp_path / "short.txt"
     short.write_text("She said it was not so, and he went away.")
     both = f"{base['run']},{other}"
@@ -278,7 +276,7 @@ def test_eval_of_an_ensemble_averages_the_members_probabilities(base, tmp_path):
                                                     evaluation.DataConfig(source=str(short))), progress=False)
     assert "\n" not in str(e.value)
     shorter = tmp_path / "shorter"
-    train.main(argv(data, shorter, train__max_iters=1, model__pos_emb="learned", model__block_size=16))
+    train.main(argv(base["data"], shorter, train__max_iters=1, model__pos_emb="learned", model__block_size=16))
     with pytest.raises(UserError, match="context of 32 tokens and .* of 16; an ensemble's members must share one"):
         evaluation.evaluate(evaluation.EvalSettings(evaluation.EvalConfig(checkpoint=f"{base['run']},{shorter}"),
                                                     evaluation.DataConfig(source=str(short))), progress=False)
@@ -321,17 +319,15 @@ def test_the_distillation_objective_mixes_the_cross_entropy_with_the_kl_from_the
 
 
 def test_a_distillation_run_learns_from_an_ensemble_and_logs_the_cross_entropy(base, tmp_path, capsys):
-    data = {"data.source": str(base["tmp"] / "a.txt"), "data.tokenizer": "bpe", "data.vocab_size": "300",
-            "data.dir": str(base["tmp"] / "ds-a")}
     other = tmp_path / "other"
-    train.main(argv(data, other, train__max_iters=10, train__seed=5, model__pos_emb="learned"))
+    train.main(argv(base["data"], other, train__max_iters=10, train__seed=5, model__pos_emb="learned"))
     student = tmp_path / "student"
     capsys.readouterr()
-    train.main(argv(data, student, train__max_iters=10, train__distill_from=f"{base['run']},{other}",
+    train.main(argv(base["data"], student, train__max_iters=10, train__distill_from=f"{base['run']},{other}",
                     train__distill_weight=0.5))
     assert "distilling from" in capsys.readouterr().out
     plain = tmp_path / "plain"
-    train.main(argv(data, plain, train__max_iters=10))
+    train.main(argv(base["data"], plain, train__max_iters=10))
     distilled, alone = losses(student), losses(plain)
     assert distilled[(1, "train")] == pytest.approx(alone[(1, "train")], abs=1e-6)  # the same cross-entropy first
     assert distilled[(10, "train")] != alone[(10, "train")]  # then the teachers' gradients made a difference
@@ -345,12 +341,10 @@ def test_a_distillation_run_learns_from_an_ensemble_and_logs_the_cross_entropy(b
     ("model.block_size=64", "a teacher needs the student's vocabulary .* and at least its context"),
 ])
 def test_distillation_refusals(base, tmp_path, setting, message):
-    data = {"data.source": str(base["tmp"] / "a.txt"), "data.tokenizer": "bpe", "data.vocab_size": "300",
-            "data.dir": str(base["tmp"] / "ds-a")}
     key, value = setting.split("=")
     settings = {"train__max_iters": 1, "train__distill_from": str(base["run"]), key.replace(".", "__"): value}
     with pytest.raises(UserError, match=message) as e:
-        train.main(argv(data, tmp_path / "s", **settings))
+        train.main(argv(base["data"], tmp_path / "s", **settings))
     assert "\n" not in str(e.value)
 
 

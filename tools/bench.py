@@ -59,7 +59,8 @@ import curves  # noqa: E402
 import hardware  # noqa: E402
 import prepare  # noqa: E402
 import tokenizer as tok  # noqa: E402
-from config import DataConfig, Settings, TrainConfig, default_model, default_train, need, parse_args, run_main  # noqa: E402
+from config import (DataConfig, Settings, TrainConfig, comma_list, default_model, default_train, need,  # noqa: E402
+                    parse_args, run_main)
 from errors import UserError  # noqa: E402
 from hardware import MatmulProbe, sync  # noqa: E402
 from model import GPT, CausalSelfAttention, GPTConfig  # noqa: E402
@@ -115,7 +116,7 @@ class BenchConfig:
 
     def check(self) -> None:
         need(self.repeats >= 1 and self.warmup >= 0, "bench.repeats", "repeats must be at least 1 and warmup 0 or more")
-        parts = [p.strip() for p in self.parts.split(",") if p.strip()]
+        parts = comma_list(self.parts)
         need(bool(parts) and all(p in PARTS for p in parts), "bench.parts",
              f"must be a comma-separated list of {', '.join(PARTS)}; got {self.parts!r}")
         for key in ("attn_sweep", "sample_blocks", "sample_tokens", "sample_batch"):
@@ -994,7 +995,7 @@ def say_line(text: str) -> None:
 
 def run(cfg: BenchSettings, say: Callable[[str], None] = say_line) -> dict:
     b = cfg.bench
-    parts = [p.strip() for p in b.parts.split(",") if p.strip()]
+    parts = comma_list(b.parts)
     device = hardware.pick_device(b.device)
     if b.threads:
         torch.set_num_threads(b.threads)

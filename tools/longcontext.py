@@ -41,7 +41,7 @@ from tqdm import tqdm  # noqa: E402
 
 import hardware  # noqa: E402
 from checkpoint import find_checkpoint, load_checkpoint, model_from_checkpoint  # noqa: E402
-from config import Settings, need, parse_args, run_main  # noqa: E402
+from config import Settings, comma_list, need, parse_args, run_main  # noqa: E402
 from errors import UserError  # noqa: E402
 from model import GPT, LONG_CONTEXT  # noqa: E402
 from prepare import open_dataset  # noqa: E402
@@ -75,7 +75,7 @@ class LongContextConfig:
         need(self.batch_size >= 1, "longcontext.batch_size", "must be at least 1")
 
     def mode_list(self) -> list[str]:
-        return [m.strip() for m in self.modes.split(",") if m.strip()]
+        return comma_list(self.modes)
 
     def sinks_list(self) -> list[int]:
         return [int(s) for s in self.sink_tokens.split(",") if s.strip().isdigit()]

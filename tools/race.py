@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the core's modules live at the repository's top level
 
-from config import Config, need, parse_args, run_main, toml_value  # noqa: E402
+from config import Config, comma_list, need, parse_args, run_main, toml_value  # noqa: E402
 from curves import METRICS, evaluations, read_records  # noqa: E402
 from errors import UserError  # noqa: E402
 from prepare import dataset_dir, prepare  # noqa: E402
@@ -153,7 +153,7 @@ def main(argv: list[str]) -> int:
     config_file = next((a for a in argv if not a.startswith("--")), None)
     passed = [a for a in argv if a.startswith("--") and not a.startswith("--race.")]
     table = variants(cfg)
-    chosen = list(table) if r.variants == "all" else [v.strip() for v in r.variants.split(",") if v.strip()]
+    chosen = list(table) if r.variants == "all" else comma_list(r.variants)
     unknown = [v for v in chosen if v not in table]
     if unknown:
         raise UserError(f"--race.variants: unknown {', '.join(unknown)}; choose from {', '.join(table)}")
