@@ -1,13 +1,15 @@
 """A GPT in one file, built on one compact, efficient causal multi-head attention.
 
-The default configuration is GPT-2's architecture (Radford et al. 2019): learned position
-embeddings, pre-LayerNorm blocks, GELU MLP, LM head tied to the token embedding, GPT-2
-initialisation, and GPT-2's parameter names, so its checkpoints map straight onto this model (the
-default GELU is the exact one, as nanoGPT's; ``activation='gelu_tanh'`` is GPT-2's own tanh
-approximation, which an imported GPT-2 uses, so it computes exactly what transformers does).  Every other option
-(rotary positions, RMSNorm, QK-norm, ReLU^2 / SwiGLU, grouped-query attention, untied head,
-logit soft-capping, zero-initialised projections) is off by default; they are the choices
-modded-nanogpt found to train faster, kept small enough to read in one sitting.
+``GPTConfig()`` is the small model this project trains by default on a laptop CPU (6 layers, 192
+wide, a context of 128 tokens, rotary positions and a squared-ReLU MLP); ``GPTConfig.gpt2()`` is
+GPT-2's architecture and size (Radford et al. 2019): learned position embeddings, pre-LayerNorm
+blocks, a GELU MLP, the LM head tied to the token embedding, GPT-2 initialisation, and GPT-2's
+parameter names, so its checkpoints map straight onto this model (the preset's GELU is the exact
+one, as nanoGPT's; ``activation='gelu_tanh'`` is GPT-2's own tanh approximation, which an imported
+GPT-2 uses, so it computes exactly what transformers does).  The other options (RMSNorm, QK-norm,
+SwiGLU, grouped-query attention, untied head, logit soft-capping, zero-initialised projections) are
+off by default; with rotary positions and ReLU^2 they are the choices modded-nanogpt found to train
+faster, kept small enough to read in one sitting.
 
 The attention is the end of the lineage in ``tests/reference_attention.py`` (simple
 self-attention -> trainable weights -> causal mask -> multi-head -> one fused projection and
@@ -32,19 +34,19 @@ LONG_CONTEXT = ("recompute", "rolling", "sinks")
 
 @dataclass
 class GPTConfig:
-    vocab_size: int = 50257  # tokens in the vocabulary (set from the dataset by train.py)
-    block_size: int = 256  # longest context the model attends over
+    vocab_size: int = 4096  # tokens in the vocabulary (set from the dataset by train.py)
+    block_size: int = 128  # longest context the model attends over
     n_layer: int = 6  # transformer blocks
     n_head: int = 6  # attention heads (query heads)
-    n_embd: int = 384  # width of the residual stream
+    n_embd: int = 192  # width of the residual stream
     dropout: float = 0.0  # dropout on attention weights and residual branches while training
     bias: bool = True  # biases in Linear layers and LayerNorms (GPT-2: true)
     n_kv_head: int = 0  # key/value heads for grouped-query attention; 0 = n_head (plain multi-head)
-    pos_emb: str = "learned"  # position embedding: 'learned' (GPT-2) or 'rope' (rotary)
+    pos_emb: str = "rope"  # position embedding: 'rope' (rotary, Su et al. 2021) or 'learned' (GPT-2)
     rope_base: float = 10000.0  # rotary embedding base frequency (pos_emb = 'rope')
     norm: str = "layernorm"  # 'layernorm' (GPT-2) or 'rmsnorm'
     qk_norm: bool = False  # normalise queries and keys per head before attention
-    activation: str = "gelu"  # MLP activation: 'gelu' (exact erf), 'gelu_tanh' (GPT-2's own), 'relu2' (squared ReLU) or 'swiglu'
+    activation: str = "relu2"  # MLP activation: 'relu2' (squared ReLU, So et al. 2021), 'gelu' (exact erf), 'gelu_tanh' (GPT-2's own) or 'swiglu'
     mlp_ratio: float = 4.0  # MLP hidden width as a multiple of n_embd ('swiglu' uses 2/3 of it, rounded)
     tie_embeddings: bool = True  # share the token embedding with the LM head (GPT-2: true)
     logit_softcap: float = 0.0  # cap logits smoothly at +-this value with tanh; 0 = off
@@ -71,6 +73,14 @@ class GPTConfig:
         need(self.mlp_ratio > 0 and self.mlp_hidden >= 1, "mlp_ratio", "must be positive (an MLP at least 1 wide)")
         need(self.logit_softcap >= 0, "logit_softcap", "must be 0 (off) or positive")
 
+    @classmethod
+    def gpt2(cls, **changes) -> GPTConfig:
+        """GPT-2 small (124M parameters) as nanoGPT builds it: 12 layers of 12 heads, 768 wide, a context
+        of 1,024 and GPT-2's vocabulary of 50,257 tokens, with learned positions and a GELU MLP (the other
+        options are GPT-2's already: LayerNorm with biases, a tied head).  ``changes`` override any of it,
+        e.g. ``GPTConfig.gpt2(n_layer=24, n_head=16, n_embd=1024)`` for GPT-2 medium's shape."""
+        return cls(**{**GPT2_SMALL, **changes})
+
     @property
     def kv_heads(self) -> int:
         return self.n_kv_head or self.n_head
@@ -84,6 +94,10 @@ class GPTConfig:
         """Hidden width of the MLP; SwiGLU has three matrices instead of two, so 2/3 of it keeps the size."""
         ratio = self.mlp_ratio * (2 / 3 if self.activation == "swiglu" else 1)
         return round(ratio * self.n_embd)
+
+
+GPT2_SMALL = dict(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768, pos_emb="learned",
+                  activation="gelu")  # GPTConfig.gpt2(): what differs from the defaults
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -192,15 +206,6 @@ class Rotary(nn.Module):
         cos, sin = cos.to(x.dtype), sin.to(x.dtype)  # (T, hd/2) or (1, hd/2), broadcast over batch and heads
         x1, x2 = x.chunk(2, dim=-1)
         return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
-
-
-def mean_log_probs(logits: list[torch.Tensor]) -> torch.Tensor:
-    """log of the mean of the probabilities softmax(logits) of several models (an ensemble), in float32:
-    logsumexp over the models of their log-probabilities, less log k.  (..., V) each -> (..., V)."""
-    if len(logits) == 1:  # one model: its own log-probabilities (no stacked copy of a vocabulary-wide tensor)
-        return F.log_softmax(logits[0].float(), dim=-1)
-    logp = torch.stack([F.log_softmax(z.float(), dim=-1) for z in logits])  # (k, ..., V)
-    return logp.logsumexp(0) - math.log(len(logits))
 
 
 class KVCache:

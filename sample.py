@@ -1,194 +1,24 @@
 """Write text with a trained GPT: ``python sample.py [CONFIG.toml] [--sample.key=value ...]``.
 
-Loads the run's best checkpoint (or ``sample.checkpoint``) and the tokenizer saved beside
-it, continues ``sample.prompt`` and streams the text to stdout as it is generated.  The
-sampling itself (KV cache, temperature, top-k, top-p, seeded generator) lives in
-``model.GPT.generate_stream``; this script does the I/O around it:
-
-* **Prompt.**  Taken literally: ``--sample.prompt='Once upon'``.  No backslash escapes
-  are interpreted on the command line (a Windows path or a regex stays as typed); for
-  several lines use a TOML string (``prompt = "Dear Sir,\\n"``), your shell's ``$'a\\nb'``,
-  or ``FILE:path`` to read the prompt from a UTF-8 file.  ``<|endoftext|>`` in a prompt
-  is the document separator the model was trained with; an empty prompt starts a fresh
-  document.  A prompt longer than the model's context keeps its tail, with a warning.
-* **Output.**  Each sample is the prompt followed by its continuation.  Sample 1 streams
-  token by token; with ``num_samples > 1`` the others (generated in the same batch) are
-  printed when the batch ends, each sample followed by a ``---------------`` line.  A
-  sample ends at ``<|endoftext|>`` (not printed) or after ``max_new_tokens``; the batch
-  stops as soon as every sample has ended.
-* **Past the context.**  ``sample.long_context`` says what happens once a sample outgrows
-  block_size: 'sinks' (the default) and 'rolling' keep a rolling KV cache, so long samples run at
-  cache speed; 'recompute' is nanoGPT's exact semantics, the window recomputed for every token
-  (``model.KVCache`` says why each).  When it ends, the speed is printed on stderr.
-* **UTF-8.**  A byte-level tokenizer may split one character over several tokens; each
-  sample has its own incremental UTF-8 decoder, so a character is printed only once all
-  of its bytes have arrived, and the streamed text equals the decoded whole.
+Loads the run's best checkpoint (or ``sample.checkpoint``) and the tokenizer saved beside it,
+continues ``sample.prompt`` and streams the text to stdout as it is generated;
+``--sample.interactive=true`` asks for prompts in a loop instead, the model loaded once.  What
+happens to the prompt, the output, UTF-8 and text past the context is ``smallgpt/generation.py``.
 """
 from __future__ import annotations
 
-import codecs
-import math
 import os
 import sys
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Iterable, TextIO
 
-import tiktoken
-import torch
-
-import hardware
-from checkpoint import find_checkpoint, load_checkpoint, model_from_checkpoint
-from config import SampleConfig, Settings, TrainConfig, parse_args, run_main
-from errors import UserError
-from model import GPT
-from tokenizer import load_tokenizer
+from smallgpt.cli import Settings, parse_args, run_main
+from smallgpt.config import SampleConfig, TrainConfig
+from smallgpt.generation import interactive, sample
 
 SUMMARY = """Continue a prompt with a trained GPT, streaming the text to stdout.
 The prompt is taken literally (no backslash escapes); give several lines in a TOML string or as FILE:path.
 With num_samples > 1, sample 1 streams and the others print when the batch ends, each followed by a
 '---------------' line.  Sampling uses the precision the run trained in and the checkpoint's tokenizer."""
-SEPARATOR = "---------------"
-
-
-def read_prompt(prompt: str) -> str:
-    """The prompt text: the setting itself, or the contents of the file named after ``FILE:``."""
-    if not prompt.startswith("FILE:"):
-        return prompt
-    path = Path(prompt[len("FILE:"):]).expanduser()
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"--sample.prompt: prompt file {path} not found; give an existing file after FILE:") from None
-    except UnicodeDecodeError:
-        raise UserError(f"--sample.prompt: prompt file {path} is not UTF-8 text; save it as UTF-8") from None
-    except OSError as e:
-        raise UserError(f"--sample.prompt: cannot read prompt file {path}: {e.strerror or e}") from None
-
-
-def encode_prompt(enc: tiktoken.Encoding, text: str, block_size: int) -> tuple[list[int], bool]:
-    """Token ids to start from (at most ``block_size``, the tail kept) and whether the prompt was cut."""
-    ids = enc.encode(text, allowed_special="all") or [enc.eot_token]  # empty: the start of a document
-    return ids[-block_size:], len(ids) > block_size
-
-
-def token_bytes(enc: tiktoken.Encoding, token: int) -> bytes:
-    """The bytes of one token; none for an id past the tokenizer's vocabulary (a padded embedding row)."""
-    try:
-        return enc.decode_single_token_bytes(token)
-    except KeyError:
-        return b""
-
-
-def stream_samples(columns: Iterable[torch.Tensor], enc: tiktoken.Encoding, num_samples: int,
-                   out: TextIO | None = None) -> list[str]:
-    """Decode a batch of samples a token column at a time; write sample 0 to ``out`` as it grows.
-
-    ``columns`` yields the new token of every sample, shape (num_samples,), step by step.  A sample
-    ends at its first ``<|endoftext|>``; the loop stops once every sample has ended.  Returns the
-    decoded continuation of each sample (without the end token).
-    """
-    decoders = [codecs.getincrementaldecoder("utf-8")(errors="replace") for _ in range(num_samples)]
-    pieces: list[list[str]] = [[] for _ in range(num_samples)]
-    ended = [False] * num_samples
-
-    def emit(i: int, text: str) -> None:
-        pieces[i].append(text)
-        if i == 0 and out is not None and text:
-            out.write(text)
-            out.flush()
-
-    for column in columns:
-        for i, token in enumerate(column.tolist()):  # one device-to-host copy per step
-            if ended[i]:
-                continue
-            if token == enc.eot_token:
-                ended[i] = True
-                emit(i, decoders[i].decode(b"", final=True))
-            else:
-                emit(i, decoders[i].decode(token_bytes(enc, token)))
-        if all(ended):
-            break
-    for i in range(num_samples):
-        if not ended[i]:
-            emit(i, decoders[i].decode(b"", final=True))  # bytes of a cut-off character become U+FFFD
-    return ["".join(p) for p in pieces]
-
-
-def sampling_dtype(setting: str, ckpt: dict, device: torch.device) -> torch.dtype:
-    """``sample.dtype``; 'auto' is the precision the checkpoint's run trained in (as 'auto' chose it there),
-    where this device has it (a run trained in float16 on a GPU samples in float32 on a CPU)."""
-    if setting != "auto":
-        return hardware.pick_dtype(setting, device, key="sample.dtype")
-    trained = ckpt.get("precision") or ckpt.get("config", {}).get("train", {}).get("dtype", "auto")
-    try:
-        return hardware.pick_dtype(trained, device)
-    except UserError:
-        return hardware.pick_dtype("auto", device)
-
-
-@dataclass
-class Generation:
-    texts: list[str]  # the continuation of each sample
-    new_tokens: int  # steps generated (the batch stops once every sample has ended)
-    seconds: float  # wall time of the generation, prefill included
-
-
-def generate(model: GPT, enc: tiktoken.Encoding, ids: list[int], s: SampleConfig, device: torch.device,
-             out: TextIO | None = None) -> Generation:
-    """``s.num_samples`` continuations of the token ids ``ids``, generated as one batch with ``s``'s
-    temperature, top-k, top-p, seed and long-context mode; sample 0 streams to ``out``.  Put the model
-    in eval() first."""
-    check_for_model(s, model)
-    idx = torch.tensor([ids] * s.num_samples, dtype=torch.long, device=device)  # (num_samples, T)
-    generator = torch.Generator(device=device).manual_seed(s.seed)
-    steps = 0
-
-    def counted(columns: Iterable[torch.Tensor]) -> Iterable[torch.Tensor]:
-        nonlocal steps
-        for column in columns:
-            steps += 1
-            yield column
-
-    start = time.perf_counter()
-    with torch.inference_mode():
-        columns = model.generate_stream(idx, s.max_new_tokens, temperature=s.temperature, top_k=s.top_k or None,
-                                        top_p=s.top_p if s.top_p < 1.0 else None, generator=generator,
-                                        long_context=s.long_context, sink_tokens=s.sink_tokens)
-        texts = stream_samples(counted(columns), enc, s.num_samples, out)
-    return Generation(texts, steps, time.perf_counter() - start)
-
-
-def generate_texts(model: GPT, enc: tiktoken.Encoding, ids: list[int], s: SampleConfig, device: torch.device,
-                   out: TextIO | None = None) -> list[str]:
-    """The continuations of :func:`generate`."""
-    return generate(model, enc, ids, s, device, out).texts
-
-
-def speed_line(g: Generation, model: GPT, prompt_tokens: int, s: SampleConfig) -> str:
-    """How fast it went, and what generation did past the context if it got there."""
-    batch = f" x {s.num_samples} samples" if s.num_samples > 1 else ""
-    past = (f"; past the context of {model.config.block_size}: {describe_long_context(model, s)}"
-            if prompt_tokens + g.new_tokens > model.config.block_size else "")
-    return (f"{g.new_tokens} new tokens{batch} in {g.seconds:.2f} s: "
-            f"{g.new_tokens * s.num_samples / max(g.seconds, 1e-9):,.1f} tokens/s{past}")
-
-
-def check_for_model(s: SampleConfig, model: GPT) -> None:
-    """The settings that depend on the model, checked before anything is printed."""
-    if s.long_context == "sinks" and s.sink_tokens >= model.config.block_size:
-        raise UserError(f"--sample.sink_tokens: must be below the model's block_size ({model.config.block_size}), "
-                        f"got {s.sink_tokens}")
-
-
-def describe_long_context(model: GPT, s: SampleConfig) -> str:
-    """What generation did past block_size, in words."""
-    if model.config.pos_emb != "rope" or s.long_context == "recompute":
-        return "the window recomputed every token" + (" (learned positions)" if s.long_context != "recompute" else "")
-    if s.long_context == "rolling":
-        return "a rolling KV cache"
-    return f"a rolling KV cache keeping {s.sink_tokens} sink tokens"
 
 
 @dataclass
@@ -197,48 +27,14 @@ class SampleSettings(Settings):
     train: TrainConfig = field(default_factory=TrainConfig)  # out_dir: the default checkpoint
 
 
-def sample(cfg: SampleSettings, out: TextIO) -> list[str]:
-    """Generate ``cfg.sample.num_samples`` samples, streaming the first to ``out``; returns the full texts."""
-    s = cfg.sample
-    path = find_checkpoint(s.checkpoint or cfg.train.out_dir)
-    text = read_prompt(s.prompt)  # every check before the slow part
-    device = hardware.pick_device(s.device, key="sample.device")
-    ckpt = load_checkpoint(path)
-    dtype = sampling_dtype(s.dtype, ckpt, device)
-    step, best = ckpt.get("step"), ckpt.get("best_val_loss")
-    known = isinstance(step, int) and isinstance(best, float) and math.isfinite(best)
-    print(f"sampling from {path}" + (f" (step {step}, best val loss {best:.4f})" if known else ""), file=sys.stderr)
-    model = model_from_checkpoint(ckpt, device)
-    rank_file = ckpt["tokenizer"].get("file")
-    if rank_file and not (path.parent / rank_file).is_file():
-        raise UserError(f"the tokenizer file {rank_file} is missing beside {path}; copy it there from the run "
-                        "or dataset directory the checkpoint came from")
-    enc = load_tokenizer(ckpt["tokenizer"], path.parent)
-    check_for_model(s, model)
-
-    ids, cut = encode_prompt(enc, text, model.config.block_size)
-    if cut:
-        print(f"warning: the prompt is longer than the model's context of {model.config.block_size} tokens; "
-              "only its tail is used", file=sys.stderr)
-        text = enc.decode(ids, errors="replace")  # echo what the model actually sees
-    out.write(text)
-    with hardware.autocast(device, dtype):
-        g = generate(model, enc, ids, s, device, out)
-    samples = [text + c for c in g.texts]
-    if s.num_samples == 1:
-        out.write("\n")
-    else:
-        out.write(f"\n{SEPARATOR}\n")
-        for t in samples[1:]:
-            out.write(f"{t}\n{SEPARATOR}\n")
-    out.flush()
-    print(speed_line(g, model, len(ids), s), file=sys.stderr)  # after the text, so a terminal shows it apart
-    return samples
-
-
 def main(argv: list[str]) -> int:
+    cfg = parse_args(argv, SampleSettings, "sample.py", SUMMARY)
+    checkpoint = cfg.sample.checkpoint or cfg.train.out_dir
     try:
-        sample(parse_args(argv, SampleSettings, "sample.py", SUMMARY), sys.stdout)
+        if cfg.sample.interactive:
+            interactive(cfg.sample, checkpoint, sys.stdout, sys.stdin)
+        else:
+            sample(cfg.sample, checkpoint, sys.stdout)
     except BrokenPipeError:  # e.g. `python sample.py | head`: the reader has gone, which is fine
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
     return 0

@@ -19,6 +19,12 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
+@pytest.fixture(autouse=True)
+def _seed():
+    """Every test starts from the same torch random state: its random weights and data are the same each run."""
+    torch.manual_seed(0)
+
+
 @pytest.fixture
 def shared_data() -> Path:
     """../shared/data, present in this workplace and its CI; a user's clone has none, so skip with a reason."""

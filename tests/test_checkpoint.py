@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from checkpoint import (FORMAT, find_checkpoint, load_checkpoint, model_from_checkpoint, save_checkpoint,
+from smallgpt.checkpoint import (FORMAT, find_checkpoint, load_checkpoint, model_from_checkpoint, save_checkpoint,
                         strip_wrapper_prefixes)
-from errors import UserError
+from smallgpt.errors import UserError
 from model import GPT, GPTConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,7 +71,7 @@ CHILD = textwrap.dedent("""
     import io, sys, time, torch
     from pathlib import Path
     sys.path.insert(0, sys.argv[2])
-    from checkpoint import save_checkpoint
+    from smallgpt.checkpoint import save_checkpoint
     path, step, mode = Path(sys.argv[1]), 0, sys.argv[3]
     real_save = torch.save
 
@@ -121,8 +121,8 @@ FULL_DISK = textwrap.dedent("""
     import resource, signal, sys, torch
     from pathlib import Path
     sys.path.insert(0, sys.argv[2])
-    from checkpoint import save_checkpoint
-    from config import run_main
+    from smallgpt.checkpoint import save_checkpoint
+    from smallgpt.cli import run_main
     path = Path(sys.argv[1])
 
     def main(argv):
@@ -150,7 +150,7 @@ def test_only_a_dead_writers_temporary_files_are_swept(tmp_path: Path) -> None:
     path = tmp_path / "ckpt.pt"
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        import locks
+        from smallgpt import safefiles as locks
         mine = tmp_path / f".ckpt.pt.{locks.HOST}.{live.pid}.tmp"  # a live writer's file in flight
         other = tmp_path / ".ckpt.pt.some-other-host.1.tmp"  # a process of another machine: unknowable
         dead = tmp_path / f".ckpt.pt.{locks.HOST}.{2**22 + 12345}.tmp"  # no such pid
@@ -238,7 +238,7 @@ def test_find_checkpoint(tmp_path: Path) -> None:
 
 def test_model_from_checkpoint_strips_compile_and_ddp_prefixes(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    config = GPTConfig(**TINY)
+    config = GPTConfig.gpt2(**TINY)
     model = GPT(config).eval()
     wrapped = {f"module._orig_mod.{k}": v for k, v in model.state_dict().items()}
     assert set(strip_wrapper_prefixes(wrapped)) == set(model.state_dict())
@@ -253,7 +253,7 @@ def test_model_from_checkpoint_strips_compile_and_ddp_prefixes(tmp_path: Path) -
 
 
 def test_model_from_checkpoint_rejects_mismatched_weights() -> None:
-    config = GPTConfig(**TINY)
+    config = GPTConfig.gpt2(**TINY)
     weights = GPT(config).state_dict()
     other = dict(TINY, n_embd=32)
     with pytest.raises(UserError, match="do not fit"):

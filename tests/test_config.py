@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from config import Config, PROJECT_SECTIONS, parse_args
-from errors import UserError
+from smallgpt.cli import PROJECT_SECTIONS, parse_args
+from smallgpt.config import Config
+from smallgpt.errors import UserError
 from prepare import PrepareSettings
 from sample import SampleSettings
 from tools.bench import BenchSettings
@@ -82,7 +83,7 @@ def test_foreign_section_from_the_command_line_is_one_line_exit_2(tmp_path):
 
 @pytest.mark.parametrize("seconds, optimizer, dropout", [(60, "muon", 0.0), (300, "muon", 0.2), (600, "adamw", 0.2)])
 def test_the_text_recipe_adapts_to_its_budget(seconds, optimizer, dropout):
-    from config import apply_budget_rule
+    from smallgpt.recipes import apply_budget_rule
     cfg = parse_args([str(ROOT / "config" / "text-cpu.toml"), f"--train.max_seconds={seconds}"], Config, "train.py")
     line = apply_budget_rule(cfg)
     assert line.startswith(f"budget rule 'text' for {seconds} s")
@@ -91,7 +92,7 @@ def test_the_text_recipe_adapts_to_its_budget(seconds, optimizer, dropout):
 
 
 def test_the_command_line_wins_over_the_budget_rule_group_by_group():
-    from config import apply_budget_rule
+    from smallgpt.recipes import apply_budget_rule
     cfg = parse_args([str(ROOT / "config" / "text-cpu.toml"), "--train.max_seconds=600", "--train.optimizer=muon"],
                      Config, "train.py")
     assert "command line's train.optimizer kept" in apply_budget_rule(cfg)

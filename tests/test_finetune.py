@@ -18,14 +18,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import pretrained
-import tokenizer as tok
+from smallgpt import pretrained
+from smallgpt import evaluation
+from smallgpt.config import DataConfig
+from smallgpt.ensemble import distillation_loss
+from smallgpt.evaluation import EvalConfig
+from smallgpt import tokenizer as tok
 import train
-from checkpoint import load_checkpoint
-from errors import UserError
-from test_train import ENV, argv, losses, write_corpus
+from smallgpt.checkpoint import load_checkpoint
+from smallgpt.errors import UserError
+from helpers import ENV, argv, losses, write_corpus
 
-evaluation = importlib.import_module("eval")  # eval.py; `import eval` would shadow the builtin
+eval_script = importlib.import_module("eval")  # eval.py; `import eval` would shadow the builtin
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -125,8 +129,8 @@ def test_a_dataset_of_another_tokenizer_is_refused_naming_both(base, tmp_path):
     other = tmp_path / "other.tiktoken"
     ranks = tok.parse_rank_file((base["run"] / "tokenizer.tiktoken").read_bytes(), "x")
     tok.write_rank_file(dict(list(ranks.items())[:280]), other)
-    from prepare import open_dataset, prepare  # noqa: PLC0415
-    from config import DataConfig  # noqa: PLC0415
+    from smallgpt.dataset import open_dataset  # noqa: PLC0415
+    from smallgpt.pipeline import prepare  # noqa: PLC0415
     ds = open_dataset(prepare(DataConfig(source=str(base["text"]), tokenizer=str(other), dir=str(tmp_path / "ds")),
                               progress=False))
     with pytest.raises(UserError, match=r"prepared with tokenizer 'other', but .*best.pt reads 'bpe300' tokens") as e:
@@ -143,6 +147,11 @@ def test_a_refusal_on_the_command_line_is_one_line_exit_2(base, tmp_path, monkey
         assert done.returncode == 2 and done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
     assert not (tmp_path / "ft").exists() and not (tmp_path / "xl").exists()
 
+
+
+def evaluate(settings) -> dict:
+    """eval.py's measurement of its settings (its [eval] and [data]), without progress bars."""
+    return evaluation.evaluate(settings.eval, settings.data, progress=False)
 
 # --------------------------------------------------------------------------- GPT-2 from Hugging Face
 
@@ -172,7 +181,7 @@ def test_finetune_a_hugging_face_gpt2(hf_gpt2, gpt2_rank_file, tmp_path):
 
 def test_a_gpt2_directory_brings_its_own_tokenizer(hf_gpt2, gpt2_rank_file, tmp_path):
     """GPT-2's vocab.json (as the hub has it) is tiktoken's r50k_base: no data.tokenizer, no download."""
-    import hf  # noqa: PLC0415
+    from smallgpt import hf  # noqa: PLC0415
     ranks = tok.parse_rank_file(gpt2_rank_file.read_bytes(), "r50k")
     char = hf.bytes_to_unicode()
     vocab = {"".join(char[b] for b in token): rank for token, rank in ranks.items()} | {tok.EOT: 50256}
@@ -184,8 +193,8 @@ def test_a_gpt2_directory_brings_its_own_tokenizer(hf_gpt2, gpt2_rank_file, tmp_
     assert train.main(args) == 0
     assert load_checkpoint(tmp_path / "ft" / "ckpt.pt")["tokenizer"]["name"] == "r50k_base"
     assert (tmp_path / "data" / "downloads" / "r50k_base.tiktoken").read_bytes() == gpt2_rank_file.read_bytes()
-    record = evaluation.evaluate(evaluation.EvalSettings(evaluation.EvalConfig(checkpoint=str(hf_gpt2)),
-                                                         evaluation.DataConfig(source=str(text))), progress=False)
+    record = evaluate(eval_script.EvalSettings(EvalConfig(checkpoint=str(hf_gpt2)),
+                                                         DataConfig(source=str(text))))
     assert record["tokenizer"] == "r50k_base" and record["bytes"] == len(text.read_bytes())
     (hf_gpt2 / "vocab.json").write_text(json.dumps({**vocab, "Ġthe": 7}))  # another tokenizer
     with pytest.raises(UserError, match=r"vocab.json is not GPT-2's tokenizer"):
@@ -196,9 +205,9 @@ def test_eval_of_a_hugging_face_gpt2_equals_transformers_loss(hf_gpt2, gpt2_rank
     transformers = pytest.importorskip("transformers")
     text = "It is a truth universally acknowledged, that a single man"
     (tmp_path / "t.txt").write_text(text)
-    record = evaluation.evaluate(evaluation.EvalSettings(
-        evaluation.EvalConfig(checkpoint=str(hf_gpt2)), evaluation.DataConfig(source=str(tmp_path / "t.txt"),
-                                                                             tokenizer=str(gpt2_rank_file))), progress=False)
+    record = evaluate(eval_script.EvalSettings(
+        EvalConfig(checkpoint=str(hf_gpt2)), DataConfig(source=str(tmp_path / "t.txt"),
+                                                                             tokenizer=str(gpt2_rank_file))))
     enc = pretrained.load_source(str(hf_gpt2), "eval.checkpoint").encoding(str(gpt2_rank_file))
     ids = torch.tensor([[enc.eot_token] + enc.encode(text)])
     with torch.no_grad():
@@ -228,9 +237,9 @@ def test_eval_equals_a_direct_computation(base, tmp_path):
     enc, model = source.encoding("bpe"), source.model()
     short = tmp_path / "short.txt"
     short.write_text("She said it was not so.")
-    settings = evaluation.EvalSettings(evaluation.EvalConfig(checkpoint=str(base["run"])),
-                                       evaluation.DataConfig(source=str(short)))
-    record = evaluation.evaluate(settings, progress=False)
+    settings = eval_script.EvalSettings(EvalConfig(checkpoint=str(base["run"])),
+                                       DataConfig(source=str(short)))
+    record = evaluate(settings)
     ids = torch.tensor([[enc.eot_token] + enc.encode(short.read_text())])
     assert ids.shape[1] <= 32
     with torch.no_grad():
@@ -238,11 +247,11 @@ def test_eval_equals_a_direct_computation(base, tmp_path):
     assert record["loss"] == pytest.approx(want, abs=1e-5) and record["tokens"] == ids.shape[1] - 1
 
     settings.data.source = str(base["text"])
-    record = evaluation.evaluate(settings, progress=False)
+    record = evaluate(settings)
     assert record["bytes"] == len(base["text"].read_bytes()) and record["stride"] == 16
     assert record["tokens"] == len(enc.encode(base["text"].read_text()))  # all of them (<|endoftext|> first)
     settings.eval.max_tokens, settings.eval.stride = 100, 32
-    capped = evaluation.evaluate(settings, progress=False)
+    capped = evaluate(settings)
     assert capped["tokens"] == 100 and capped["windows"] == 4
 
 
@@ -254,8 +263,8 @@ def test_eval_of_an_ensemble_averages_the_members_probabilities(base, tmp_path):
     short = tmp_path / "short.txt"
     short.write_text("She said it was not so, and he went away.")
     both = f"{base['run']},{other}"
-    record = evaluation.evaluate(evaluation.EvalSettings(evaluation.EvalConfig(checkpoint=both),
-                                                         evaluation.DataConfig(source=str(short))), progress=False)
+    record = evaluate(eval_script.EvalSettings(EvalConfig(checkpoint=both),
+                                                         DataConfig(source=str(short))))
     sources = [pretrained.load_source(str(d), "eval.checkpoint") for d in (base["run"], other)]
     enc = sources[0].encoding("bpe")
     ids = torch.tensor([[enc.eot_token] + enc.encode(short.read_text())])
@@ -263,8 +272,8 @@ def test_eval_of_an_ensemble_averages_the_members_probabilities(base, tmp_path):
         p = torch.stack([s.model()(ids[:, :-1])[0][0].softmax(-1) for s in sources]).mean(0)  # (T, V)
     want = -p[torch.arange(ids.shape[1] - 1), ids[0, 1:]].log().mean().item()
     assert record["loss"] == pytest.approx(want, abs=1e-5) and record["tokens"] == ids.shape[1] - 1
-    single = [evaluation.evaluate(evaluation.EvalSettings(evaluation.EvalConfig(checkpoint=str(d)),
-                                                          evaluation.DataConfig(source=str(short))), progress=False)
+    single = [evaluate(eval_script.EvalSettings(EvalConfig(checkpoint=str(d)),
+                                                          DataConfig(source=str(short))))
               for d in (base["run"], other)]
     assert record["loss"] != single[0]["loss"] and record["model"] == f"{sources[0].path},{sources[1].path}"
 
@@ -272,14 +281,14 @@ def test_eval_of_an_ensemble_averages_the_members_probabilities(base, tmp_path):
     train.main(argv({"data.source": str(base["text"]), "data.tokenizer": "bytes", "data.dir": str(tmp_path / "ds-b")},
                     bytes_run, train__max_iters=1, model__pos_emb="learned"))
     with pytest.raises(UserError, match="different tokenizers; an ensemble's members must share one") as e:
-        evaluation.evaluate(evaluation.EvalSettings(evaluation.EvalConfig(checkpoint=f"{base['run']},{bytes_run}"),
-                                                    evaluation.DataConfig(source=str(short))), progress=False)
+        evaluate(eval_script.EvalSettings(EvalConfig(checkpoint=f"{base['run']},{bytes_run}"),
+                                                    DataConfig(source=str(short))))
     assert "\n" not in str(e.value)
     shorter = tmp_path / "shorter"
     train.main(argv(base["data"], shorter, train__max_iters=1, model__pos_emb="learned", model__block_size=16))
     with pytest.raises(UserError, match="context of 32 tokens and .* of 16; an ensemble's members must share one"):
-        evaluation.evaluate(evaluation.EvalSettings(evaluation.EvalConfig(checkpoint=f"{base['run']},{shorter}"),
-                                                    evaluation.DataConfig(source=str(short))), progress=False)
+        evaluate(eval_script.EvalSettings(EvalConfig(checkpoint=f"{base['run']},{shorter}"),
+                                                    DataConfig(source=str(short))))
 
 
 def test_eval_command_prints_json_last_and_refuses_in_one_line(base, tmp_path):
@@ -293,7 +302,7 @@ def test_eval_command_prints_json_last_and_refuses_in_one_line(base, tmp_path):
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and done.stderr.startswith("error: "), done.stderr
     for bad, message in [("--data.tokenizer=bytes", "is not the tokenizer of"), ("--eval.stride=64", "at most the model's")]:
         with pytest.raises(UserError, match=message) as e:
-            evaluation.main(cmd[2:] + [bad])
+            eval_script.main(cmd[2:] + [bad])
         assert "\n" not in str(e.value)
 
 
@@ -301,7 +310,6 @@ def test_eval_command_prints_json_last_and_refuses_in_one_line(base, tmp_path):
 
 
 def test_the_distillation_objective_mixes_the_cross_entropy_with_the_kl_from_the_teachers_mean(base):
-    from types import SimpleNamespace
     teachers = [pretrained.load_source(str(base["run"]), "x").model(), pretrained.load_source(str(base["run"]), "x").model()]
     with torch.no_grad():
         for p in teachers[1].parameters():
@@ -310,8 +318,7 @@ def test_the_distillation_objective_mixes_the_cross_entropy_with_the_kl_from_the
     x, logits = torch.randint(0, 300, (2, 8)), torch.randn(2, 8, 300)
     y = torch.randint(0, 300, (2, 8))
     ce = F.cross_entropy(logits.flatten(0, 1), y.flatten())
-    step = SimpleNamespace(teachers=teachers, t=SimpleNamespace(distill_weight=0.3))
-    got = train.TrainStep._distilled(step, x, logits, ce)
+    got = distillation_loss(logits, ce, teachers, x, weight=0.3)
     with torch.no_grad():
         p_t = torch.stack([t(x)[0].softmax(-1) for t in teachers]).mean(0)  # (2, 8, V)
     kl = (p_t * (p_t.log() - logits.log_softmax(-1))).sum(-1).mean()

@@ -20,16 +20,15 @@ transformers = pytest.importorskip("transformers", reason="transformers is a tes
 transformers.logging.set_verbosity_error()
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel  # noqa: E402
 
-import export  # noqa: E402
-import hf  # noqa: E402
-import pretrained  # noqa: E402
-import tokenizer as tok  # noqa: E402
+from smallgpt import hf  # noqa: E402
+from smallgpt import pretrained  # noqa: E402
+from smallgpt import tokenizer as tok  # noqa: E402
 import train  # noqa: E402
-from config import Config, parse_args  # noqa: E402
-from errors import UserError  # noqa: E402
+from smallgpt.cli import parse_args  # noqa: E402
+from smallgpt.config import Config  # noqa: E402
+from smallgpt.errors import UserError  # noqa: E402
 from model import GPT, MLP, GPTConfig  # noqa: E402
-from test_layout import CORE, imports  # noqa: E402
-from test_train import ENV, argv, write_corpus  # noqa: E402
+from helpers import ENV, PRODUCT, argv, imports, write_corpus  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(vocab_size=97, block_size=24, n_layer=2, n_head=4, n_embd=32)
@@ -73,7 +72,7 @@ def one_line(e: pytest.ExceptionInfo) -> str:
 
 
 def test_gelu_tanh_is_gpt2s_gelu():
-    mlp = MLP(GPTConfig(**TINY, activation="gelu_tanh"))
+    mlp = MLP(GPTConfig.gpt2(**TINY, activation="gelu_tanh"))
     x = torch.randn(3, 5, 32)
     h = x @ mlp.c_fc.weight.T + mlp.c_fc.bias
     gpt2 = 0.5 * h * (1 + torch.tanh(math.sqrt(2 / math.pi) * (h + 0.044715 * h ** 3)))  # GPT-2's own formula
@@ -81,7 +80,7 @@ def test_gelu_tanh_is_gpt2s_gelu():
 
 
 def test_the_product_never_imports_transformers():
-    for name in CORE:
+    for name in PRODUCT:
         assert not {"transformers", "tokenizers", "huggingface_hub"} & imports(ROOT / name), name
 
 
@@ -164,7 +163,7 @@ EXPORTS = [  # options beyond TINY -> the architecture they export to
     ({}, "GPT2LMHeadModel"),
     ({"activation": "gelu_tanh", "bias": False, "tie_embeddings": False, "n_kv_head": 2}, "GPT2LMHeadModel"),
     ({"activation": "relu2"}, "GPT2LMHeadModel"),
-    ({"pos_emb": "rope", "activation": "relu2"}, "GPTNeoXForCausalLM"),  # config/cpu.toml
+    ({"pos_emb": "rope", "activation": "relu2"}, "GPTNeoXForCausalLM"),  # the defaults: python train.py
     ({"pos_emb": "rope", "activation": "gelu_tanh", "n_kv_head": 1, "bias": False, "tie_embeddings": False,
       "rope_base": 500.0}, "GPTNeoXForCausalLM"),
     ({"pos_emb": "rope", "norm": "rmsnorm", "activation": "swiglu", "n_kv_head": 2}, "LlamaForCausalLM"),
@@ -184,7 +183,7 @@ def export_and_load(model: GPT, eot_id: int, out: Path) -> torch.nn.Module:
 @pytest.mark.parametrize("options, architecture", EXPORTS, ids=lambda x: x if isinstance(x, str) else None)
 def test_export_is_exact(tmp_path, options, architecture):
     torch.manual_seed(0)
-    ours = GPT(GPTConfig(**TINY, **options))
+    ours = GPT(GPTConfig.gpt2(**TINY, **options))
     randomize(ours)
     theirs = export_and_load(ours, 0, tmp_path / "hf")
     assert type(theirs).__name__ == architecture
@@ -204,16 +203,17 @@ def test_export_is_exact(tmp_path, options, architecture):
 ])
 def test_export_refuses_what_transformers_cannot_compute(options, option):
     with pytest.raises(UserError) as e:
-        hf.architecture(GPTConfig(**TINY, **options))
+        hf.architecture(GPTConfig.gpt2(**TINY, **options))
     assert one_line(e).startswith(f"cannot export {option}")
 
 
-@pytest.mark.parametrize("name, architecture", [("cpu.toml", "gpt_neox"), ("text-cpu.toml", "qwen3"),
+@pytest.mark.parametrize("name, architecture", [("", "gpt_neox"), ("text-cpu.toml", "qwen3"),
                                                 ("smoke.toml", "gpt_neox"), ("nanogpt-cpu.toml", "gpt2"),
                                                 ("gpt2-124m.toml", "gpt2")])
 def test_the_recipes_export(name, architecture):
     """The README's recipe table: every recipe of config/ exports (finetune.toml exports as its source does)."""
-    assert hf.architecture(parse_args([str(ROOT / "config" / name)], Config, "train.py").model) == architecture
+    args = [str(ROOT / "config" / name)] if name else []  # no file: the defaults, python train.py
+    assert hf.architecture(parse_args(args, Config, "train.py").model) == architecture
 
 
 # --------------------------------------------------------------------------- tokenizers
@@ -269,7 +269,7 @@ def test_a_trained_run_exports_and_loads_in_transformers(tmp_path, recipe):
     run = tmp_path / "run"
     data = {"data.source": str(src), "data.tokenizer": "bpe", "data.vocab_size": "300", "data.dir": str(tmp_path / "ds")}
     train.main(argv(data, run, **{k.replace(".", "__"): v for k, v in recipe.items()}))
-    out = export.export(export.ExportConfig(checkpoint=str(run)))
+    out = hf.export_run(str(run))
     assert out == tmp_path / "run-hf"
     assert {p.name for p in out.iterdir()} == {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"}
     source = pretrained.load_source(str(run), "export.checkpoint")
@@ -278,8 +278,8 @@ def test_a_trained_run_exports_and_loads_in_transformers(tmp_path, recipe):
     text = src.read_text()[:3000] + mixed_text(2000)
     assert AutoTokenizer.from_pretrained(out)(text)["input_ids"] == enc.encode(text, allowed_special="all")
     with pytest.raises(UserError, match="already exists and is not empty"):
-        export.export(export.ExportConfig(checkpoint=str(run)))
-    export.export(export.ExportConfig(checkpoint=str(run / "ckpt.pt"), overwrite=True))
+        hf.export_run(str(run))
+    hf.export_run(str(run / "ckpt.pt"), overwrite=True)
 
 
 def test_export_refusal_is_one_line_exit_2(tmp_path):

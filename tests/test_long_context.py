@@ -16,13 +16,15 @@ import numpy as np
 import pytest
 import torch
 
-from checkpoint import FORMAT, save_checkpoint
-from config import parse_args
-from errors import UserError
+from smallgpt.checkpoint import FORMAT, save_checkpoint
+from smallgpt.cli import parse_args
+from smallgpt.errors import UserError
+from helpers import spread
 from model import GPT, GPTConfig, KVCache, Rotary
-from prepare import open_dataset, prepare
-from config import DataConfig
-from tokenizer import bytes_spec
+from smallgpt.dataset import open_dataset
+from smallgpt.pipeline import prepare
+from smallgpt.config import DataConfig
+from smallgpt.tokenizer import bytes_spec
 from tools import longcontext
 
 V, S = 64, 8  # vocabulary, block_size
@@ -30,19 +32,6 @@ ROPE = dict(vocab_size=V, block_size=S, n_layer=2, n_head=4, n_embd=32, pos_emb=
 ALL_ON = dict(ROPE, bias=False, n_kv_head=2, norm="rmsnorm", qk_norm=True, activation="relu2",
               tie_embeddings=False, logit_softcap=15.0)
 MODES = [("rolling", 0), ("sinks", 1), ("sinks", 3)]
-
-
-@pytest.fixture(autouse=True)
-def _seed():
-    torch.manual_seed(0)
-
-
-def spread(model: GPT) -> GPT:
-    """Larger random weights, so attention is far from uniform and positions matter."""
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.3) if p.ndim == 2 else None
-    return model.eval()
 
 
 def visible(t: int, sinks: int) -> list[int]:
@@ -90,7 +79,7 @@ def cached_logits(model: GPT, idx: torch.Tensor, long_context: str, sinks: int, 
 @pytest.mark.parametrize("config", [ROPE, ALL_ON], ids=["rope", "all-on"])
 @pytest.mark.parametrize("long_context,sinks", MODES)
 def test_rolling_cache_equals_its_definition_for_every_row(config, long_context, sinks):
-    model = spread(GPT(GPTConfig(**config)))
+    model = spread(GPT(GPTConfig.gpt2(**config)))
     idx = torch.randint(0, V, (3, 4 * S))  # three rows, evicting from position S on
     expected = reference_logits(model, idx, sinks)
     for prefill in (1, S - 2, S):  # decoded from the start, or a prompt prefilled up to the boundary
@@ -106,7 +95,7 @@ def test_rolling_cache_equals_its_definition_for_every_row(config, long_context,
 def test_one_layer_rolling_cache_equals_feeding_what_it_sees(long_context, sinks):
     """With one layer a token's key and value depend on that token alone, so the cached step equals a plain
     forward pass over just the visible tokens at positions 0, 1, ...: the definition fed to the model."""
-    model = spread(GPT(GPTConfig(**dict(ROPE, n_layer=1))))
+    model = spread(GPT(GPTConfig.gpt2(**dict(ROPE, n_layer=1))))
     idx = torch.randint(0, V, (2, 3 * S))
     got = cached_logits(model, idx, long_context, sinks)  # positions 0 .. N-1
     for t in range(S, idx.size(1)):
@@ -117,7 +106,7 @@ def test_one_layer_rolling_cache_equals_feeding_what_it_sees(long_context, sinks
 @pytest.mark.parametrize("long_context,sinks", MODES)
 def test_rolling_generation_is_recompute_inside_the_context_and_never_recomputes_past_it(
         long_context, sinks, monkeypatch):
-    model = spread(GPT(GPTConfig(**ROPE)))
+    model = spread(GPT(GPTConfig.gpt2(**ROPE)))
     prompt = torch.randint(0, V, (2, 3))
     n = S - 3  # the last new token fills the context
     kw = dict(temperature=0, long_context=long_context, sink_tokens=sinks)
@@ -136,7 +125,7 @@ def test_rolling_generation_is_recompute_inside_the_context_and_never_recomputes
 def test_every_row_of_a_batch_evicts_alike(long_context, sinks):
     """Rows of a batch share one cache: generated together, each row is what it is generated alone,
     across the boundary where the first keys are evicted."""
-    model = spread(GPT(GPTConfig(**ROPE)))
+    model = spread(GPT(GPTConfig.gpt2(**ROPE)))
     prompts = torch.randint(0, V, (3, S - 1))  # the boundary comes at the second new token
     kw = dict(temperature=0, long_context=long_context, sink_tokens=sinks)
     together = model.generate(prompts, 2 * S, **kw)
@@ -155,7 +144,7 @@ def test_every_row_of_a_batch_evicts_alike(long_context, sinks):
 
 
 def test_learned_positions_keep_recompute():
-    model = spread(GPT(GPTConfig(**dict(ROPE, pos_emb="learned"))))
+    model = spread(GPT(GPTConfig.gpt2(**dict(ROPE, pos_emb="learned"))))
     prompt = torch.randint(0, V, (2, 3))
     for long_context in ("rolling", "sinks"):
         assert not model.new_cache(long_context).rolling
@@ -170,7 +159,7 @@ def test_cache_refuses_what_it_cannot_hold():
         KVCache(2, S, rolling=True, sinks=S)
     with pytest.raises(ValueError, match="sinks"):
         KVCache(2, S, rolling=False, sinks=2)
-    model = GPT(GPTConfig(**ROPE)).eval()
+    model = GPT(GPTConfig.gpt2(**ROPE)).eval()
     with pytest.raises(ValueError, match="long_context"):
         model.new_cache("sliding")
     with pytest.raises(ValueError, match="sink_tokens"):
@@ -203,7 +192,7 @@ def test_rotary_tables_grow_past_the_context_exactly():
 
 
 def test_teacher_forcing_scores_what_generation_predicts():
-    model = spread(GPT(GPTConfig(**ROPE)))
+    model = spread(GPT(GPTConfig.gpt2(**ROPE)))
     windows = torch.randint(0, V, (3, 3 * S))
     recompute = longcontext.teacher_forced_nats(model, windows, "recompute")
     assert recompute.shape == (3, 2 * S)
@@ -218,7 +207,7 @@ def test_teacher_forcing_scores_what_generation_predicts():
 
 
 def test_measure_pairs_the_modes():
-    model = spread(GPT(GPTConfig(**ROPE)))
+    model = spread(GPT(GPTConfig.gpt2(**ROPE)))
     windows = torch.randint(0, V, (5, 3 * S))
     variants = {"recompute": ("recompute", 0), "rolling": ("rolling", 0), "sinks=2": ("sinks", 2)}
     res = longcontext.measure(model, windows, variants, bytes_per_token=1.0, batch_size=2, progress=False)
@@ -244,7 +233,7 @@ def test_the_tool_runs_on_a_run_directory(tmp_path, capsys):
     text.write_text("It is a truth universally acknowledged. " * 200, encoding="utf-8")
     prepare(DataConfig(source=str(text), tokenizer="bytes", dir=str(tmp_path / "ds")), progress=False)
     ds = open_dataset(tmp_path / "ds")
-    config = GPTConfig(**dict(ROPE, vocab_size=ds.vocab_size))
+    config = GPTConfig.gpt2(**dict(ROPE, vocab_size=ds.vocab_size))
     run = tmp_path / "run"
     run.mkdir()
     save_checkpoint(run / "ckpt.pt", {"format": FORMAT, "model": GPT(config).state_dict(),

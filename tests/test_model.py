@@ -8,7 +8,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model import GPT, CausalSelfAttention, GPTConfig, KVCache, MLP, sample_next
+from helpers import spread
+from model import GPT, MLP, CausalSelfAttention, GPTConfig, KVCache, sample_next
 
 V = 64
 TINY = dict(vocab_size=V, block_size=16, n_layer=2, n_head=4, n_embd=32)
@@ -23,13 +24,8 @@ VARIANTS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _seed():
-    torch.manual_seed(0)
-
-
 def tiny(**overrides) -> GPT:
-    return GPT(GPTConfig(**{**TINY, **overrides})).eval()
+    return GPT(GPTConfig.gpt2(**{**TINY, **overrides})).eval()
 
 
 def train_steps(model: GPT, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float = 1e-2) -> list[float]:
@@ -65,20 +61,24 @@ def random_batch(batch: int = 4, T: int = 16) -> tuple[torch.Tensor, torch.Tenso
 ])
 def test_config_rejects_bad_values_naming_the_field(field, value, extra):
     with pytest.raises(ValueError, match=rf"^{field}\b"):
-        GPTConfig(**{**TINY, **extra, field: value})
+        GPTConfig.gpt2(**{**TINY, **extra, field: value})
 
 
-def test_config_defaults_are_gpt2():
-    c = GPTConfig()
-    assert (c.pos_emb, c.norm, c.activation, c.qk_norm, c.tie_embeddings, c.logit_softcap, c.zero_init_proj,
-            c.kv_heads, c.bias) == ("learned", "layernorm", "gelu", False, True, 0.0, False, c.n_head, True)
+def test_config_defaults_are_the_main_jobs_model_and_the_preset_is_gpt2():
+    c = GPTConfig()  # what python train.py trains
+    assert (c.n_layer, c.n_head, c.n_embd, c.block_size, c.pos_emb, c.activation) == (6, 6, 192, 128, "rope", "relu2")
+    g = GPTConfig.gpt2()
+    assert (g.vocab_size, g.block_size, g.n_layer, g.n_head, g.n_embd) == (50257, 1024, 12, 12, 768)
+    assert (g.pos_emb, g.norm, g.activation, g.qk_norm, g.tie_embeddings, g.logit_softcap, g.zero_init_proj,
+            g.kv_heads, g.bias) == ("learned", "layernorm", "gelu", False, True, 0.0, False, g.n_head, True)
+    assert GPTConfig.gpt2(n_layer=2).n_layer == 2 and GPTConfig.gpt2(n_layer=2).n_embd == 768
 
 
 # --------------------------------------------------------------------------- the GPT
 
 
 def test_gpt2_small_has_124_439_808_parameters():
-    config = GPTConfig(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768, bias=True)
+    config = GPTConfig.gpt2()
     with torch.device("meta"):
         model = GPT(config)
     assert model.num_params() == 124_439_808
@@ -93,7 +93,7 @@ def test_gpt2_small_has_124_439_808_parameters():
 
 
 def test_gpt2_initialisation():
-    model = GPT(GPTConfig(vocab_size=1000, block_size=64, n_layer=4, n_head=4, n_embd=256))
+    model = GPT(GPTConfig.gpt2(vocab_size=1000, block_size=64, n_layer=4, n_head=4, n_embd=256))
     h = model.transformer.h[0]
     assert h.attn.c_attn.weight.std().item() == pytest.approx(0.02, rel=0.05)
     assert h.mlp.c_proj.weight.std().item() == pytest.approx(0.02 / math.sqrt(2 * 4), rel=0.05)
@@ -112,7 +112,7 @@ def test_tied_weights_share_storage():
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_loss_at_initialisation_is_ln_vocab(variant):
-    model = GPT(GPTConfig(**{**VARIANTS[variant], "vocab_size": 512}))
+    model = GPT(GPTConfig.gpt2(**{**VARIANTS[variant], "vocab_size": 512}))
     x, y = torch.randint(0, 512, (2, 4, 16))
     _, loss = model(x, y)
     assert loss.item() == pytest.approx(math.log(512), abs=0.05)
@@ -138,14 +138,14 @@ def test_longer_than_block_size_is_a_value_error():
 
 @pytest.mark.parametrize("variant", ["gpt2", "all-on"])
 def test_memorises_one_tiny_batch(variant):
-    model = GPT(GPTConfig(**VARIANTS[variant]))
+    model = GPT(GPTConfig.gpt2(**VARIANTS[variant]))
     losses = train_steps(model, *random_batch(), steps=80)
     assert losses[-1] < 0.1 * losses[0] and losses[-1] < 0.3, losses[::10]
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_gpt_is_causal(variant):
-    model = GPT(GPTConfig(**VARIANTS[variant])).eval()
+    model = GPT(GPTConfig.gpt2(**VARIANTS[variant])).eval()
     x, _ = random_batch(batch=2, T=12)
     logits, _ = model(x)
     for t in (0, 5, 10):
@@ -158,7 +158,7 @@ def test_gpt_is_causal(variant):
 
 def test_param_groups_partition_the_parameters():
     for variant in ("gpt2", "all-on"):
-        model = GPT(GPTConfig(**VARIANTS[variant]))
+        model = GPT(GPTConfig.gpt2(**VARIANTS[variant]))
         groups = model.param_groups()
         ids = [id(p) for g in groups.values() for p in g]
         assert len(ids) == len(set(ids)) == len(list(model.parameters()))
@@ -175,7 +175,7 @@ def test_param_groups_partition_the_parameters():
 def test_chunked_prefill_through_the_cache_equals_one_forward(variant):
     """Feeding 3, 1, 5, 1 and 6 tokens onto a growing cache (multi-token chunks need the offset causal
     mask) gives the logits of one forward pass over the whole sequence."""
-    model = GPT(GPTConfig(**VARIANTS[variant])).eval()
+    model = GPT(GPTConfig.gpt2(**VARIANTS[variant])).eval()
     x, _ = random_batch(batch=2, T=16)
     full, _ = model(x)
     cache, pieces, start = KVCache(model.config.n_layer, model.config.block_size), [], 0
@@ -197,17 +197,9 @@ def nanogpt_generate(model: GPT, idx: torch.Tensor, steps: int) -> torch.Tensor:
     return idx
 
 
-def spread(model: GPT) -> GPT:
-    """Larger random weights, so a random model's greedy output is not one token repeated."""
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.3) if p.ndim == 2 else None
-    return model
-
-
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_cached_generation_equals_uncached_past_block_size(variant):
-    model = spread(GPT(GPTConfig(**VARIANTS[variant]))).eval()
+    model = spread(GPT(GPTConfig.gpt2(**VARIANTS[variant]))).eval()
     prompt = torch.randint(0, V, (2, 5))
     n = 30  # block_size 16: the window slides for the last 19 steps
     greedy = model.generate(prompt, n, temperature=0)
@@ -306,7 +298,7 @@ def test_qk_norm_gives_unit_rms_queries_and_keys_per_head(pos_emb):
     ("swiglu", lambda h: h[..., :h.shape[-1] // 2] * torch.sigmoid(h[..., :h.shape[-1] // 2]) * h[..., h.shape[-1] // 2:]),
 ])
 def test_mlp_activations(activation, act):
-    config = GPTConfig(**TINY, activation=activation)
+    config = GPTConfig.gpt2(**TINY, activation=activation)
     mlp = MLP(config)
     hidden = 85 if activation == "swiglu" else 128  # 2/3 of 4 * 32, so the parameter count stays ~the same
     assert mlp.c_fc.out_features == (2 * hidden if activation == "swiglu" else hidden)
@@ -318,14 +310,14 @@ def test_mlp_activations(activation, act):
 
 @pytest.mark.parametrize("n_kv_head", [1, 2])
 def test_grouped_query_attention(n_kv_head):
-    config = GPTConfig(**TINY, n_kv_head=n_kv_head)
+    config = GPTConfig.gpt2(**TINY, n_kv_head=n_kv_head)
     attn = CausalSelfAttention(config)
     hd = 32 // 4
     assert attn.c_attn.out_features == 32 + 2 * n_kv_head * hd
     assert GPT(config).num_params() < tiny().num_params()
     # GQA is multi-head attention whose key/value heads are shared: copy each K/V head to the query
     # heads of its group and plain attention computes the same thing
-    full = CausalSelfAttention(GPTConfig(**TINY))
+    full = CausalSelfAttention(GPTConfig.gpt2(**TINY))
     with torch.no_grad():
         w, b = attn.c_attn.weight, attn.c_attn.bias
         q_w, k_w, v_w = w.split([32, n_kv_head * hd, n_kv_head * hd])
@@ -372,7 +364,7 @@ def test_zero_init_proj_starts_at_zero_and_still_learns():
 
 
 def test_every_option_at_once_trains():
-    model = GPT(GPTConfig(**ALL_ON, dropout=0.1))
+    model = GPT(GPTConfig.gpt2(**ALL_ON, dropout=0.1))
     x, y = random_batch()
     losses = train_steps(model, x, y, steps=40)
     assert losses[-1] < 0.5 * losses[0]

@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from config import TrainConfig
-from optim import Muon, build_optimizer, lr_multiplier, newton_schulz, set_lr
+from smallgpt.config import TrainConfig
+from smallgpt.optim import Muon, build_optimizer, lr_multiplier, newton_schulz, set_lr
 
 
 @pytest.mark.parametrize("shape", [(64, 32), (32, 96), (48, 48)])

@@ -4,22 +4,18 @@ back, across a resume; the one-line errors (no metrics, no matplotlib, no tensor
 from __future__ import annotations
 
 import json
-import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-import curves
 import plot
 import train
-from errors import UserError
-from test_train import argv, records, write_corpus
-
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+from helpers import ENV, ROOT, argv, png_size, records, write_corpus
+from smallgpt import curves, loggers
+from smallgpt.errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -37,12 +33,6 @@ def two_runs(data, tmp_path_factory) -> list[Path]:
     assert train.main(argv(data, a, train__max_iters=20)) == 0
     assert train.main(argv(data, b, train__max_iters=30, train__batch_size=2, train__gradient_accumulation_steps=2)) == 0
     return [a, b]
-
-
-def png_size(path: Path) -> tuple[int, int]:
-    head = path.read_bytes()[:24]
-    assert head[:8] == PNG_MAGIC
-    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")  # the IHDR chunk
 
 
 # --------------------------------------------------------------------------- runs
@@ -106,47 +96,6 @@ def test_unique_labels():
 # --------------------------------------------------------------------------- a race
 
 
-def synthetic_race(path: Path, budget: float, seeds: int) -> dict:
-    """tools/race.py's layout: 'variant@budget' -> median figures and the per-seed runs."""
-    base = {"recipe": 1.80, "dropout": 1.70, "tokenizer=bytes": 2.60}
-    settings = {"recipe": {}, "dropout": {"model.dropout": 0.0}, "tokenizer=bytes": {"data.tokenizer": "bytes"}}
-    results = {}
-    for name, v in base.items():
-        runs = [{"val_bpb": v + 0.01 * (i - 1) * (budget / 60), "steps": 100} for i in range(seeds)]
-        vals = sorted(r["val_bpb"] for r in runs)
-        results[f"{name}@{budget:g}"] = {"variant": name, "budget_s": budget, "settings": settings[name],
-                                         "threads": 1, "runs": runs, "val_bpb": vals[len(vals) // 2]}
-    path.write_text(json.dumps(results))
-    return results
-
-
-def test_race_chart_draws_each_variant_with_its_seed_spread(tmp_path, capsys):
-    r60 = synthetic_race(tmp_path / "race.json", 60.0, seeds=3)
-    r600 = synthetic_race(tmp_path / "race-600.json", 600.0, seeds=1)
-    del r600["dropout@600"]  # a variant not run at one budget
-    (tmp_path / "race-600.json").write_text(json.dumps(r600))
-    assert plot.main([str(tmp_path / "race.json"), str(tmp_path / "race-600.json")]) == 0
-    out = tmp_path / "race.png"  # beside the (first) race.json
-    assert capsys.readouterr().out.splitlines()[-1] == str(out)
-    assert png_size(out) == (1000, 560) and out.stat().st_size < 100_000
-
-    fig, spreads = plot.draw_race({**r60, **r600}, plot.PlotConfig())
-    got = {(s.variant, s.budget_s): (s.median, s.lo, s.hi, s.seeds) for s in spreads}
-    assert set(got) == {("recipe", 60), ("dropout", 60), ("tokenizer=bytes", 60), ("recipe", 600),
-                        ("tokenizer=bytes", 600)}
-    assert got[("dropout", 60)] == pytest.approx((1.70, 1.69, 1.71, 3))
-    assert got[("recipe", 600)] == pytest.approx((1.70, 1.70, 1.70, 1))
-    assert len(fig.axes) == 2  # one panel per budget
-    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["recipe", "dropout=0.0", "tokenizer=bytes"]
-    medians = [line.get_gid() for line in fig.axes[1].get_lines() if (line.get_gid() or "").startswith("median:")]
-    assert sorted(medians) == ["median:recipe", "median:tokenizer=bytes"]
-
-    with pytest.raises(UserError, match="repeats recipe@60"):
-        plot.plot([str(tmp_path / "race.json"), str(tmp_path / "race.json")])
-    with pytest.raises(UserError, match="not both"):
-        plot.plot([str(tmp_path / "race.json"), str(tmp_path)])
-
-
 # --------------------------------------------------------------------------- one line, exit 2
 
 
@@ -171,7 +120,7 @@ def test_no_metrics_and_no_matplotlib_are_one_line_and_exit_2(two_runs, tmp_path
     (tmp_path / "blank" / "metrics.jsonl").write_text("")
     (tmp_path / "notes.json").write_text('{"a": 1}')
     for target, message in ((tmp_path / "blank", "metrics.jsonl is empty"),
-                            (tmp_path / "notes.json", "neither a run directory nor a race.json"),
+                            (tmp_path / "notes.json", "is a file, not a run directory; a race.json is drawn by"),
                             (tmp_path / "nowhere", "not found")):
         with pytest.raises(UserError, match=message):
             plot.plot([str(target)])
@@ -181,9 +130,9 @@ def test_no_metrics_and_no_matplotlib_are_one_line_and_exit_2(two_runs, tmp_path
         plot.plot([str(two_runs[0]), "--plot.out=x.jpg"])
 
 
-def test_the_core_imports_neither_matplotlib_nor_tensorboard():
-    code = ("import sys, train, plot, sample, prepare, curves, tensorboard_log; "
-            "print(sorted({m.split('.')[0] for m in sys.modules} & {'matplotlib', 'tensorboard'}))")
+def test_the_core_imports_neither_matplotlib_nor_tensorboard_nor_wandb():
+    code = ("import sys, train, plot, sample, prepare, eval, export, smallgpt.curves, smallgpt.loggers; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'matplotlib', 'tensorboard', 'wandb'}))")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
@@ -263,11 +212,11 @@ def test_tensorboard_holds_the_scalars_once_across_a_resume(data, tmp_path):
     assert train.main(argv(data, out, train__max_iters=30, train__resume="true", **tb)) == 0
 
     got = scalars(out)
-    assert set(got) == set(train.tensorboard_log.TAGS.values())
+    assert set(got) == set(loggers.TAGS.values())
     assert sorted(got["train/loss"]) == list(range(1, 31))
     assert sorted(got["eval/val_bpb"]) == [0, 10, 20, 30]
     for r in records(out):  # metrics.jsonl, cut back on resume, is the record of the final history
-        for key, tag in train.tensorboard_log.TAGS.items():
+        for key, tag in loggers.TAGS.items():
             if key in r:
                 assert got[tag][r["step"]] == pytest.approx(r[key], rel=1e-6), (tag, r["step"])
 
@@ -281,4 +230,77 @@ def test_tensorboard_missing_is_one_line_before_anything_slow(data, tmp_path, mo
     fresh = {**data, "data.dir": str(tmp_path / "never-prepared")}
     with pytest.raises(UserError, match="pip install tensorboard"):
         train.main(argv(fresh, tmp_path / "run", train__tensorboard="true"))
+    assert not (tmp_path / "never-prepared").exists() and not (tmp_path / "run").exists()
+
+
+# --------------------------------------------------------------------------- Weights & Biases
+
+
+def wandb_records(run_dir: Path) -> list:
+    """Every record of the W&B runs in ``run_dir/wandb``, read back from the files offline mode writes:
+    a 7-byte header (':W&B', magic, version), then LevelDB log records of 32 KiB blocks, each a protobuf."""
+    pb = pytest.importorskip("wandb.proto.wandb_internal_pb2")
+    out = []
+    for path in sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb")):
+        data, pos, pending = path.read_bytes(), 7, b""
+        assert data[:4] == b":W&B"
+        while pos + 7 <= len(data):
+            if 32768 - pos % 32768 < 7:  # a header never straddles a block: the rest is padding
+                pos += 32768 - pos % 32768
+                continue
+            _, n, kind = struct.unpack("<IHB", data[pos:pos + 7])
+            chunk, pos = data[pos + 7:pos + 7 + n], pos + 7 + n
+            if kind == 0:
+                break
+            if kind in (2, 3):  # the first and middle pieces of a long record
+                pending += chunk
+                continue
+            record = pb.Record()
+            record.ParseFromString(pending + chunk)
+            out.append(record)
+            pending = b""
+    return out
+
+
+def wandb_history(run_dir: Path) -> tuple[set[str], set[str], dict[str, dict[int, float]]]:
+    """(run ids, run names, tag -> step -> value) of what the run logged to W&B."""
+    ids, names, got = set(), set(), {}
+    for r in wandb_records(run_dir):
+        if r.WhichOneof("record_type") == "run":
+            ids.add(r.run.run_id)
+            names.add(r.run.display_name)
+        elif r.WhichOneof("record_type") == "history":
+            items = {"/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in r.history.item}
+            for tag, value in items.items():
+                if not tag.startswith("_"):
+                    got.setdefault(tag, {})[items["_step"]] = value
+    return ids, names, got
+
+
+def test_wandb_offline_logs_the_scalars_once_across_a_resume(data, tmp_path):
+    """WANDB_MODE=offline, no network: the run's scalars as metrics.jsonl has them, one W&B run continued by
+    the resume, named by --train.wandb_run."""
+    pytest.importorskip("wandb")
+    out = tmp_path / "run"
+    env = {**ENV, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    wb = {"train__wandb_project": "smallgpt-tests", "train__wandb_run": "tiny", "train__checkpoint_interval": 10}
+    for settings in ({"train__max_iters": 10}, {"train__max_iters": 20, "train__resume": "true"}):
+        done = subprocess.run([sys.executable, "train.py", *argv(data, out, **wb, **settings)], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+    ids, names, got = wandb_history(out)
+    assert len(ids) == 1 and names == {"tiny"}  # the resume continued the same W&B run
+    assert set(got) == set(loggers.TAGS.values())
+    assert sorted(got["train/loss"]) == list(range(1, 21)) and sorted(got["eval/val_bpb"]) == [0, 10, 20]
+    for r in records(out):
+        for key, tag in loggers.TAGS.items():
+            if key in r:
+                assert got[tag][r["step"]] == pytest.approx(r[key], rel=1e-6), (tag, r["step"])
+
+
+def test_wandb_missing_is_one_line_before_anything_slow(data, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "wandb", None)
+    fresh = {**data, "data.dir": str(tmp_path / "never-prepared")}
+    with pytest.raises(UserError, match="pip install wandb"):
+        train.main(argv(fresh, tmp_path / "run", train__wandb_project="p"))
     assert not (tmp_path / "never-prepared").exists() and not (tmp_path / "run").exists()

@@ -14,10 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import prepare as P
-import tokenizer as tok
-from config import DataConfig, run_main
-from errors import UserError
+import prepare as prepare_script
+from smallgpt import corpus, dataset, encoding, pipeline, safefiles
+from smallgpt import tokenizer as tok
+from smallgpt.cli import run_main
+from smallgpt.config import DataConfig
+from smallgpt.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 LINES = ["Grüße aus Köln — „Zitat“ ½\n", "    indented line with 日本語\n", "x = [1, 2, 3]  # code\n", "\n",
@@ -41,7 +43,7 @@ def write(path: Path, content: str | bytes) -> Path:
     return path
 
 
-def tokens_of(ds: P.Dataset) -> list[int]:
+def tokens_of(ds: dataset.Dataset) -> list[int]:
     return np.concatenate([ds.train, ds.val]).tolist()
 
 
@@ -56,7 +58,7 @@ def expected_split(raw: bytes, val_fraction: float) -> int:
 def test_single_file_split_round_trip_and_counts(tmp_path):
     text = text_of(200)
     src = write(tmp_path / "corpus.txt", text)
-    ds = P.open_dataset(P.prepare(data_cfg(tmp_path, src, val_fraction=0.1), progress=False))
+    ds = dataset.open_dataset(pipeline.prepare(data_cfg(tmp_path, src, val_fraction=0.1), progress=False))
     enc, raw = ds.tokenizer, text.encode()
     cut = expected_split(raw, 0.1)
     assert enc.decode(ds.train.tolist()) == raw[:cut].decode() and enc.decode(ds.val.tolist()) == raw[cut:].decode()
@@ -65,8 +67,8 @@ def test_single_file_split_round_trip_and_counts(tmp_path):
     assert (m["train_tokens"], m["val_tokens"]) == (len(ds.train), len(ds.val)) == (cut, len(raw) - cut)
     assert (m["train_bytes"], m["val_bytes"]) == (cut, len(raw) - cut)
     assert ds.bytes_per_token("val") == 1.0 and ds.vocab_size == 257 and ds.eot_id == 256
-    assert m["tokenizer"] == tok.bytes_spec() and m["val_fraction"] == 0.1 and m["split_rule"] == P.SPLIT_RULE
-    assert m["source"]["sha256"] == hashlib.sha256(raw).hexdigest() and m["format_version"] == P.FORMAT_VERSION
+    assert m["tokenizer"] == tok.bytes_spec() and m["val_fraction"] == 0.1 and m["split_rule"] == pipeline.SPLIT_RULE
+    assert m["source"]["sha256"] == hashlib.sha256(raw).hexdigest() and m["format_version"] == dataset.FORMAT_VERSION
     assert len(ds.fingerprint) == 16 and int(ds.fingerprint, 16) >= 0
 
 
@@ -77,7 +79,7 @@ def test_directory_documents_eot_and_skipped_files(tmp_path, capsys):
     write(tmp_path / "src" / ".git" / "HEAD", "ref: hidden files are skipped\n")
     write(tmp_path / "src" / "empty.txt", "")
     write(tmp_path / "src" / "img.png", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
-    ds = P.open_dataset(P.prepare(data_cfg(tmp_path, tmp_path / "src", val_fraction=0.6), progress=False))
+    ds = dataset.open_dataset(pipeline.prepare(data_cfg(tmp_path, tmp_path / "src", val_fraction=0.6), progress=False))
     assert "skipped 1 files that are not UTF-8 text" in capsys.readouterr().err
     ids = tokens_of(ds)
     parts, start = [], 0
@@ -95,17 +97,17 @@ def test_glob_and_list_sources(tmp_path, monkeypatch):
     a = write(tmp_path / "t" / "a.txt", text_of(20))
     b = write(tmp_path / "t" / "b.txt", text_of(20, 1))
     write(tmp_path / "t" / "c.csv", "not,matched\n")
-    got = P.resolve_source(data_cfg(tmp_path, str(tmp_path / "t" / "*.txt")), tmp_path)
+    got = corpus.resolve_source(data_cfg(tmp_path, str(tmp_path / "t" / "*.txt")), tmp_path)
     assert got.files == [a, b]
-    assert P.resolve_source(data_cfg(tmp_path, [str(b), str(tmp_path / "t" / "*.txt")]), tmp_path).files == [b, a]
+    assert corpus.resolve_source(data_cfg(tmp_path, [str(b), str(tmp_path / "t" / "*.txt")]), tmp_path).files == [b, a]
     monkeypatch.chdir(tmp_path)
-    assert P.dataset_dir(DataConfig()) == Path("data/python-stdlib-bpe4096")
-    assert P.dataset_dir(DataConfig(source="t/a.txt", tokenizer="gpt2")) == Path("data/a-gpt2")
-    assert P.dataset_dir(DataConfig(source=["t/*.txt", "x"], tokenizer="bytes")) == Path("data/t+1-bytes")
+    assert dataset.dataset_dir(DataConfig()) == Path("data/python-stdlib-bpe4096")
+    assert dataset.dataset_dir(DataConfig(source="t/a.txt", tokenizer="gpt2")) == Path("data/a-gpt2")
+    assert dataset.dataset_dir(DataConfig(source=["t/*.txt", "x"], tokenizer="bytes")) == Path("data/t+1-bytes")
 
 
 def test_default_source_is_the_standard_library():
-    files = P.stdlib_files()
+    files = corpus.stdlib_files()
     assert len(files) > 500 and files == sorted(files)
     assert all(f.suffix == ".py" and "site-packages" not in f.parts for f in files)
     assert any(f.name == "textwrap.py" for f in files)
@@ -114,7 +116,7 @@ def test_default_source_is_the_standard_library():
 def test_non_utf8_bytes_are_replaced_and_counted(tmp_path, capsys):
     raw = text_of(100).encode() + b"caf\xe9 ok\n" + text_of(20).encode()
     src = write(tmp_path / "latin.txt", raw)
-    ds = P.open_dataset(P.prepare(data_cfg(tmp_path, src), progress=False))
+    ds = dataset.open_dataset(pipeline.prepare(data_cfg(tmp_path, src), progress=False))
     assert "replaced 1 invalid UTF-8 sequences" in capsys.readouterr().err
     assert ds.meta["build"]["replaced"] == 1
     text = raw.decode("utf-8", "replace")
@@ -126,15 +128,15 @@ def test_dtype_uint32_for_large_vocabularies(tmp_path):
     ranks = {bytes([i]): i for i in range(256)} | {b"\xff\xfe" + i.to_bytes(3, "big"): 256 + i for i in range(70_000)}
     tok.write_rank_file(ranks, tmp_path / "big.tiktoken")
     src = write(tmp_path / "c.txt", text_of(50))
-    ds = P.open_dataset(P.prepare(data_cfg(tmp_path, src, tokenizer=str(tmp_path / "big.tiktoken")), progress=False))
+    ds = dataset.open_dataset(pipeline.prepare(data_cfg(tmp_path, src, tokenizer=str(tmp_path / "big.tiktoken")), progress=False))
     assert ds.meta["dtype"] == "uint32" and ds.val.dtype == np.uint32
     assert ds.eot_id == 70_256 and ds.vocab_size == 70_257 and ds.meta["tokenizer"]["file"] == "big.tiktoken"
     assert ds.tokenizer.decode(tokens_of(ds)) == text_of(50)
 
 
 def test_blockwise_encoding_gives_the_tokens_of_whole_documents(gpt2_rank_file, tmp_path, monkeypatch):
-    monkeypatch.setattr(P, "BLOCK", 2048)  # many blocks per file
-    stdlib = {f.name: f for f in P.stdlib_files()}
+    monkeypatch.setattr(encoding, "BLOCK", 2048)  # many blocks per file
+    stdlib = {f.name: f for f in corpus.stdlib_files()}
     docs = [stdlib[n].read_text(encoding="utf-8") for n in ("textwrap.py", "bisect.py", "shlex.py")]
     for n, d in enumerate(docs):
         write(tmp_path / "src" / f"{n}.py", d)
@@ -143,7 +145,7 @@ def test_blockwise_encoding_gives_the_tokens_of_whole_documents(gpt2_rank_file, 
     write(tmp_path / "src" / "3.txt", one_line)
     no_gaps = "日本語のテキスト" * 3000  # > 16 blocks without a safe place: cut at a character boundary
     write(tmp_path / "src" / "4.txt", no_gaps)
-    ds = P.open_dataset(P.prepare(data_cfg(tmp_path, tmp_path / "src", tokenizer=str(gpt2_rank_file)), progress=False))
+    ds = dataset.open_dataset(pipeline.prepare(data_cfg(tmp_path, tmp_path / "src", tokenizer=str(gpt2_rank_file)), progress=False))
     enc = ds.tokenizer
     whole = [t for d in docs for t in enc.encode_ordinary(d) + [ds.eot_id]]
     ids = tokens_of(ds)
@@ -157,9 +159,9 @@ def test_bpe_dataset_end_to_end(tmp_path, monkeypatch):
     text = text_of(400) + "a literal <|endoftext|> is text, not a separator\n" + text_of(40)
     write(tmp_path / "novel.txt", text)
     cfg = DataConfig(source="novel.txt", tokenizer="bpe", vocab_size=300)
-    path = P.prepare(cfg, progress=False)
+    path = pipeline.prepare(cfg, progress=False)
     assert path == Path("data/novel-bpe300") and (path / tok.RANK_FILE).is_file()
-    ds = P.open_dataset(path)
+    ds = dataset.open_dataset(path)
     assert ds.vocab_size == 300 and ds.eot_id == 299 and ds.meta["tokenizer"]["kind"] == "bpe"
     assert ds.tokenizer.decode(tokens_of(ds)) == text and ds.eot_id not in tokens_of(ds)
     assert 1.2 < ds.bytes_per_token("train") < 10
@@ -168,51 +170,51 @@ def test_bpe_dataset_end_to_end(tmp_path, monkeypatch):
 def test_bpe_trains_on_an_evenly_spread_sample_of_train(tmp_path, monkeypatch):
     for n in range(10):  # ten files of the same size: val is the last one, marked
         write(tmp_path / "src" / f"{n}.txt", text_of(3000, n).replace("plain", "VALID" if n == 9 else "plain"))
-    corpus = P.resolve_source(data_cfg(tmp_path, tmp_path / "src"), tmp_path)
-    assert P.split_point(corpus, 0.1) == (9, 0)
-    train = P.split_segments(corpus, (9, 0))["train"]
-    ranges = P.sample_ranges(train, corpus.total // 5, piece=4096)
-    assert abs(sum(e - s for _, s, e in ranges) - corpus.total // 5) <= 4096
+    c = corpus.resolve_source(data_cfg(tmp_path, tmp_path / "src"), tmp_path)
+    assert pipeline.split_point(c, 0.1) == (9, 0)
+    train = pipeline.split_segments(c, (9, 0))["train"]
+    ranges = pipeline.sample_ranges(train, c.total // 5, piece=4096)
+    assert abs(sum(e - s for _, s, e in ranges) - c.total // 5) <= 4096
     assert {i for i, _, _ in ranges} == set(range(9))  # every part of train contributes, val (file 9) none
-    texts, size = P.bpe_sample(corpus, train, corpus.total // 5, piece=4096)
+    texts, size = pipeline.bpe_sample(c, train, c.total // 5, piece=4096)
     assert all(t.endswith("\n") for t in texts if t) and size == sum(e - s for _, s, e in ranges)
     seen = []
     monkeypatch.setattr(tok, "count_chunks", lambda texts, *a, real=tok.count_chunks: real(seen.extend(texts) or seen, *a))
-    ds = P.open_dataset(P.prepare(data_cfg(tmp_path, tmp_path / "src", tokenizer="bpe", vocab_size=320,
-                                           bpe_train_bytes=corpus.total // 5), progress=False))
-    assert ds.vocab_size == 320 and 0.15 * corpus.total < sum(len(t.encode()) for t in seen) <= 0.2 * corpus.total
+    ds = dataset.open_dataset(pipeline.prepare(data_cfg(tmp_path, tmp_path / "src", tokenizer="bpe", vocab_size=320,
+                                           bpe_train_bytes=c.total // 5), progress=False))
+    assert ds.vocab_size == 320 and 0.15 * c.total < sum(len(t.encode()) for t in seen) <= 0.2 * c.total
     assert any("plain" in t for t in seen) and not any("VALID" in t for t in seen)  # never trained on val
 
 
 def test_reuse_force_and_refusals(tmp_path, capsys):
     src = write(tmp_path / "c.txt", text_of(100))
     cfg = data_cfg(tmp_path, src)
-    path = P.prepare(cfg, progress=False)
+    path = pipeline.prepare(cfg, progress=False)
     meta_time = (path / "meta.json").stat().st_mtime_ns
-    fp = P.open_dataset(path).fingerprint
+    fp = dataset.open_dataset(path).fingerprint
     capsys.readouterr()
-    assert P.prepare(cfg, progress=False) == path
+    assert pipeline.prepare(cfg, progress=False) == path
     assert "reusing" in capsys.readouterr().err and (path / "meta.json").stat().st_mtime_ns == meta_time
     with pytest.raises(UserError, match=r"built differently \(val_fraction 0.1 there, 0.2 now\).*--force"):
-        P.prepare(data_cfg(tmp_path, src, val_fraction=0.2), progress=False)
-    P.prepare(data_cfg(tmp_path, src, force=True), progress=False)  # same data, rebuilt
-    assert (path / "meta.json").stat().st_mtime_ns != meta_time and P.open_dataset(path).fingerprint == fp
+        pipeline.prepare(data_cfg(tmp_path, src, val_fraction=0.2), progress=False)
+    pipeline.prepare(data_cfg(tmp_path, src, force=True), progress=False)  # same data, rebuilt
+    assert (path / "meta.json").stat().st_mtime_ns != meta_time and dataset.open_dataset(path).fingerprint == fp
     write(src, text_of(101))
     with pytest.raises(UserError, match="source files have changed"):
-        P.prepare(cfg, progress=False)
-    P.prepare(data_cfg(tmp_path, src, val_fraction=0.2, force=True), progress=False)
-    assert P.open_dataset(path).fingerprint != fp
+        pipeline.prepare(cfg, progress=False)
+    pipeline.prepare(data_cfg(tmp_path, src, val_fraction=0.2, force=True), progress=False)
+    assert dataset.open_dataset(path).fingerprint != fp
     (path / "meta.json").write_text("{broken")
     with pytest.raises(UserError, match="damaged"):
-        P.prepare(cfg, progress=False)
+        pipeline.prepare(cfg, progress=False)
     write(tmp_path / "other" / "notes.txt", "mine")
     with pytest.raises(UserError, match="not a dataset"):
-        P.prepare(data_cfg(tmp_path, src, dir=str(tmp_path / "other"), force=True), progress=False)
+        pipeline.prepare(data_cfg(tmp_path, src, dir=str(tmp_path / "other"), force=True), progress=False)
 
 
 def test_interrupted_run_leaves_no_dataset(tmp_path, monkeypatch):
     src = write(tmp_path / "c.txt", text_of(100))
-    real = P.encode_segments
+    real = encoding.encode_segments
     calls = []
 
     def interrupted(*args, **kw):
@@ -221,44 +223,44 @@ def test_interrupted_run_leaves_no_dataset(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*args, **kw)
 
-    monkeypatch.setattr(P, "encode_segments", interrupted)
+    monkeypatch.setattr(pipeline, "encode_segments", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        P.prepare(data_cfg(tmp_path, src), progress=False)
+        pipeline.prepare(data_cfg(tmp_path, src), progress=False)
     assert sorted(n for n in os.listdir(tmp_path) if not n.endswith(".lock")) == ["c.txt"]  # no dataset, no temp dir
-    monkeypatch.setattr(P, "encode_segments", real)
-    path = P.prepare(data_cfg(tmp_path, src), progress=False)
+    monkeypatch.setattr(pipeline, "encode_segments", real)
+    path = pipeline.prepare(data_cfg(tmp_path, src), progress=False)
     before = (path / "train.bin").read_bytes()
     calls.clear()
-    monkeypatch.setattr(P, "encode_segments", interrupted)
+    monkeypatch.setattr(pipeline, "encode_segments", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        P.prepare(data_cfg(tmp_path, src, val_fraction=0.5, force=True), progress=False)
-    assert (path / "train.bin").read_bytes() == before and P.open_dataset(path).meta["val_fraction"] == 0.1
+        pipeline.prepare(data_cfg(tmp_path, src, val_fraction=0.5, force=True), progress=False)
+    assert (path / "train.bin").read_bytes() == before and dataset.open_dataset(path).meta["val_fraction"] == 0.1
 
 
 def test_min_tokens(tmp_path):
     src = write(tmp_path / "c.txt", text_of(100))
     with pytest.raises(UserError, match="too small.*block_size"):
-        P.prepare(data_cfg(tmp_path, src), min_tokens=10_000, progress=False)
+        pipeline.prepare(data_cfg(tmp_path, src), min_tokens=10_000, progress=False)
     assert not (tmp_path / "ds").exists()
-    P.prepare(data_cfg(tmp_path, src), min_tokens=64, progress=False)
+    pipeline.prepare(data_cfg(tmp_path, src), min_tokens=64, progress=False)
     with pytest.raises(UserError, match="too small"):  # also when reusing
-        P.prepare(data_cfg(tmp_path, src), min_tokens=10_000, progress=False)
+        pipeline.prepare(data_cfg(tmp_path, src), min_tokens=10_000, progress=False)
 
 
 def test_open_dataset_errors(tmp_path):
     with pytest.raises(UserError, match="run prepare.py"):
-        P.open_dataset(tmp_path / "nowhere")
-    path = P.prepare(data_cfg(tmp_path, write(tmp_path / "c.txt", text_of(100))), progress=False)
+        dataset.open_dataset(tmp_path / "nowhere")
+    path = pipeline.prepare(data_cfg(tmp_path, write(tmp_path / "c.txt", text_of(100))), progress=False)
     with open(path / "val.bin", "r+b") as f:
         f.truncate(10)
     with pytest.raises(UserError, match="val.bin"):
-        P.open_dataset(path)
+        dataset.open_dataset(path)
 
 
 def cli(monkeypatch, capsys, *argv: str) -> tuple[int, str]:
     monkeypatch.setattr(sys, "argv", ["prepare.py", *argv])
     with pytest.raises(SystemExit) as e:
-        run_main(P.main)
+        run_main(prepare_script.main)
     return e.value.code, capsys.readouterr().err
 
 
@@ -312,25 +314,25 @@ def test_url_source(tmp_path):
     url = f"http://127.0.0.1:{server.server_address[1]}/book.txt"
     try:
         with pytest.raises(UserError, match="has sha256"):
-            P.prepare(data_cfg(tmp_path, url, sha256="0" * 64), progress=False)
+            pipeline.prepare(data_cfg(tmp_path, url, sha256="0" * 64), progress=False)
         with pytest.raises(UserError, match="cannot download .*gone.txt"):
-            P.prepare(data_cfg(tmp_path, url.replace("book", "gone"), sha256=digest), progress=False)
-        ds = P.open_dataset(P.prepare(data_cfg(tmp_path, url, sha256=digest), progress=False))
+            pipeline.prepare(data_cfg(tmp_path, url.replace("book", "gone"), sha256=digest), progress=False)
+        ds = dataset.open_dataset(pipeline.prepare(data_cfg(tmp_path, url, sha256=digest), progress=False))
         assert ds.tokenizer.decode(tokens_of(ds)) == text_of(100)
         assert (tmp_path / "downloads" / "book.txt").read_bytes() == served.read_bytes()
     finally:
         server.shutdown()
         server.server_close()
-    P.prepare(data_cfg(tmp_path, url, sha256=digest, dir=str(tmp_path / "again")), progress=False)  # offline: cached
+    pipeline.prepare(data_cfg(tmp_path, url, sha256=digest, dir=str(tmp_path / "again")), progress=False)  # offline: cached
     with pytest.raises(UserError, match="cannot download"):
-        P.prepare(data_cfg(tmp_path, url.replace("book", "new"), sha256=digest), progress=False)
+        pipeline.prepare(data_cfg(tmp_path, url.replace("book", "new"), sha256=digest), progress=False)
 
 
 CHILD = """
 import os, pathlib, signal, sys, time
 sys.path.insert(0, sys.argv[1])
-import prepare, tokenizer
-from config import DataConfig
+from smallgpt import pipeline, safefiles, tokenizer
+from smallgpt.config import DataConfig
 cfg = DataConfig(source=sys.argv[2], tokenizer=sys.argv[4], vocab_size=300, dir=sys.argv[3], force=True)
 if sys.argv[5] == "slow":  # hold the lock a while, so that a second preparation has to wait
     real = tokenizer.train_bpe
@@ -340,7 +342,7 @@ if sys.argv[5] == "slow":  # hold the lock a while, so that a second preparation
         return real(*args, **kw)
     tokenizer.train_bpe = slow_train
 if sys.argv[5] == "kill-between-renames":  # the fallback commit, killed after its first rename
-    prepare.exchange = lambda a, b: False
+    safefiles.exchange = lambda a, b: False
     real_rename = pathlib.Path.rename
     def rename(self, target):
         out = real_rename(self, target)
@@ -348,7 +350,7 @@ if sys.argv[5] == "kill-between-renames":  # the fallback commit, killed after i
             os.kill(os.getpid(), signal.SIGKILL)
         return out
     pathlib.Path.rename = rename
-prepare.prepare(cfg, progress=False)
+pipeline.prepare(cfg, progress=False)
 """
 
 
@@ -362,35 +364,35 @@ def test_a_second_preparation_waits_for_the_first_and_reuses_its_dataset(tmp_pat
     first = child(tmp_path, src, "bpe", "slow")
     try:
         assert first.stdout.readline().strip() == "building"  # it holds the dataset's lock now
-        path = P.prepare(data_cfg(tmp_path, src, tokenizer="bpe", vocab_size=300), progress=False)
+        path = pipeline.prepare(data_cfg(tmp_path, src, tokenizer="bpe", vocab_size=300), progress=False)
         assert first.wait(timeout=60) == 0
     finally:
         first.kill()
     err = capsys.readouterr().err
     assert "waiting for the dataset" in err and f"held by pid {first.pid} on " in err and "reusing" in err
-    assert P.open_dataset(path).vocab_size == 300
+    assert dataset.open_dataset(path).vocab_size == 300
 
 
 def test_a_commit_killed_between_its_renames_leaves_the_old_dataset(tmp_path):
     src = write(tmp_path / "c.txt", text_of(300))
-    old = P.open_dataset(P.prepare(data_cfg(tmp_path, src), progress=False))
+    old = dataset.open_dataset(pipeline.prepare(data_cfg(tmp_path, src), progress=False))
     killed = child(tmp_path, src, "bytes", "kill-between-renames")
     killed.wait(timeout=60)
     assert killed.returncode == -9 and not (tmp_path / "ds").exists()  # the moment the fallback cannot avoid
-    path = P.prepare(data_cfg(tmp_path, src), progress=False)  # the next run puts the old one back, reuses it
-    assert P.open_dataset(path).fingerprint == old.fingerprint
+    path = pipeline.prepare(data_cfg(tmp_path, src), progress=False)  # the next run puts the old one back, reuses it
+    assert dataset.open_dataset(path).fingerprint == old.fingerprint
     assert sorted(p.name for p in tmp_path.iterdir()) == [".ds.lock", "c.txt", "ds"]  # nothing left over
 
 
 def test_a_forced_rebuild_swaps_the_dataset_in_one_step(tmp_path, monkeypatch):
     src = write(tmp_path / "c.txt", text_of(300))
-    P.prepare(data_cfg(tmp_path, src), progress=False)
+    pipeline.prepare(data_cfg(tmp_path, src), progress=False)
     swaps = []
-    real = P.exchange
-    monkeypatch.setattr(P, "exchange", lambda a, b: swaps.append(real(a, b)) or swaps[-1])
+    real = safefiles.exchange
+    monkeypatch.setattr(safefiles, "exchange", lambda a, b: swaps.append(real(a, b)) or swaps[-1])
     write(src, text_of(320))
-    path = P.prepare(data_cfg(tmp_path, src, force=True), progress=False)
-    assert P.open_dataset(path).meta["source"]["bytes"] == len(text_of(320).encode())
+    path = pipeline.prepare(data_cfg(tmp_path, src, force=True), progress=False)
+    assert dataset.open_dataset(path).meta["source"]["bytes"] == len(text_of(320).encode())
     assert sorted(p.name for p in tmp_path.iterdir()) == [".ds.lock", "c.txt", "ds"]
     if sys.platform == "linux":
         assert swaps == [True] or swaps == [False]  # False: this file system has no RENAME_EXCHANGE
@@ -424,13 +426,13 @@ def test_memory_stays_bounded_on_a_large_corpus(tmp_path):
     script = f"""
 import resource, sys
 sys.path.insert(0, {str(ROOT)!r})
-import prepare, tokenizer
-from config import DataConfig
+from smallgpt import pipeline, tokenizer
+from smallgpt.config import DataConfig
 tokenizer.gpt4_splitter()
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 cfg = DataConfig(source={str(tmp_path / 'big.txt')!r}, tokenizer='bpe', vocab_size=512, bpe_train_bytes=1_000_000,
                  dir={str(tmp_path / 'ds')!r})
-prepare.prepare(cfg, progress=False)
+pipeline.prepare(cfg, progress=False)
 print(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, cwd=tmp_path)

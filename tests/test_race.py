@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from errors import UserError
+from helpers import png_size
+from smallgpt.cli import parse_args
+from smallgpt.errors import UserError
+from smallgpt.plots import PlotConfig
 from tools import race
-from config import parse_args
 
 RECIPE = str(Path(__file__).resolve().parents[1] / "config" / "text-cpu.toml")
 
@@ -60,3 +62,47 @@ def test_a_tiny_race_two_at_a_time_writes_every_run(tmp_path, capsys):
     assert (tmp_path / "runs" / "qk_norm-1s-seed0" / "metrics.jsonl").exists()
     table = capsys.readouterr().out
     assert "| recipe: — |" in table and "| qk_norm: `model.qk_norm=false` |" in table
+
+
+# --------------------------------------------------------------------------- the chart
+
+
+def synthetic_race(path: Path, budget: float, seeds: int) -> dict:
+    """tools/race.py's layout: 'variant@budget' -> median figures and the per-seed runs."""
+    base = {"recipe": 1.80, "dropout": 1.70, "tokenizer=bytes": 2.60}
+    settings = {"recipe": {}, "dropout": {"model.dropout": 0.0}, "tokenizer=bytes": {"data.tokenizer": "bytes"}}
+    results = {}
+    for name, v in base.items():
+        runs = [{"val_bpb": v + 0.01 * (i - 1) * (budget / 60), "steps": 100} for i in range(seeds)]
+        vals = sorted(r["val_bpb"] for r in runs)
+        results[f"{name}@{budget:g}"] = {"variant": name, "budget_s": budget, "settings": settings[name],
+                                         "threads": 1, "runs": runs, "val_bpb": vals[len(vals) // 2]}
+    path.write_text(json.dumps(results))
+    return results
+
+
+def test_race_chart_draws_each_variant_with_its_seed_spread(tmp_path, capsys):
+    r60 = synthetic_race(tmp_path / "race.json", 60.0, seeds=3)
+    r600 = synthetic_race(tmp_path / "race-600.json", 600.0, seeds=1)
+    del r600["dropout@600"]  # a variant not run at one budget
+    (tmp_path / "race-600.json").write_text(json.dumps(r600))
+    assert race.main([f"--race.chart={tmp_path / 'race.json'},{tmp_path / 'race-600.json'}"]) == 0
+    out = tmp_path / "race.png"  # beside the (first) race.json
+    assert capsys.readouterr().out.splitlines()[-1] == str(out)
+    assert png_size(out) == (1000, 560) and out.stat().st_size < 100_000
+
+    fig, spreads = race.draw_race({**r60, **r600}, PlotConfig())
+    got = {(s.variant, s.budget_s): (s.median, s.lo, s.hi, s.seeds) for s in spreads}
+    assert set(got) == {("recipe", 60), ("dropout", 60), ("tokenizer=bytes", 60), ("recipe", 600),
+                        ("tokenizer=bytes", 600)}
+    assert got[("dropout", 60)] == pytest.approx((1.70, 1.69, 1.71, 3))
+    assert got[("recipe", 600)] == pytest.approx((1.70, 1.70, 1.70, 1))
+    assert len(fig.axes) == 2  # one panel per budget
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["recipe", "dropout=0.0", "tokenizer=bytes"]
+    medians = [line.get_gid() for line in fig.axes[1].get_lines() if (line.get_gid() or "").startswith("median:")]
+    assert sorted(medians) == ["median:recipe", "median:tokenizer=bytes"]
+
+    with pytest.raises(UserError, match="repeats recipe@60"):
+        race.chart([str(tmp_path / "race.json"), str(tmp_path / "race.json")], PlotConfig())
+    with pytest.raises(UserError, match="is not a race.json"):
+        race.chart([str(tmp_path / "race.json"), str(tmp_path)], PlotConfig())

@@ -15,11 +15,6 @@ from reference_attention import (AttnDecoderRNN, BahdanauAttention, CausalAttent
 B, T, D_IN, D_OUT, HEADS = 2, 7, 12, 8, 4
 
 
-@pytest.fixture(autouse=True)
-def _seed():
-    torch.manual_seed(0)
-
-
 def x_input(*shape: int) -> torch.Tensor:
     return torch.randn(*shape, requires_grad=True)
 
@@ -98,7 +93,7 @@ def test_multihead_attention_equals_wrapper_with_identity_out_proj():
 
 
 def transplant_to_efficient(mha: MultiHeadAttention, n_embd: int, n_head: int) -> CausalSelfAttention:
-    attn = CausalSelfAttention(GPTConfig(vocab_size=16, block_size=16, n_layer=1, n_head=n_head, n_embd=n_embd))
+    attn = CausalSelfAttention(GPTConfig.gpt2(vocab_size=16, block_size=16, n_layer=1, n_head=n_head, n_embd=n_embd))
     with torch.no_grad():
         attn.c_attn.weight.copy_(torch.cat([mha.W_query.weight, mha.W_key.weight, mha.W_value.weight]))
         attn.c_attn.bias.copy_(torch.cat([mha.W_query.bias, mha.W_key.bias, mha.W_value.bias]))
@@ -133,7 +128,7 @@ def causal_modules():
         "CausalAttention": CausalAttention(C, D_OUT, 16, 0.0),
         "MultiHeadAttentionWrapper": MultiHeadAttentionWrapper(C, D_OUT, 16, 0.0, num_heads=2),
         "MultiHeadAttention": mha,
-        "CausalSelfAttention": CausalSelfAttention(GPTConfig(vocab_size=16, block_size=16, n_layer=1,
+        "CausalSelfAttention": CausalSelfAttention(GPTConfig.gpt2(vocab_size=16, block_size=16, n_layer=1,
                                                              n_head=HEADS, n_embd=C)),
     }
 

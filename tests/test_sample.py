@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
 import subprocess
+import threading
+import time
 from contextlib import nullcontext
 import sys
 from pathlib import Path
@@ -11,11 +15,13 @@ from typing import Iterator
 import pytest
 import torch
 
-from checkpoint import FORMAT, save_checkpoint
-from config import run_main
+from smallgpt import hardware
+from smallgpt.checkpoint import FORMAT, save_checkpoint
+from smallgpt.cli import run_main
 from model import GPT, GPTConfig
-from sample import SEPARATOR, main, stream_samples
-from tokenizer import bytes_spec, load_tokenizer
+from sample import main
+from smallgpt.generation import SEPARATOR, stream_samples
+from smallgpt.tokenizer import bytes_spec, load_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK = 16
@@ -27,7 +33,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run directory holding a tiny random GPT over the bytes tokenizer, as train.py would leave it."""
     out = tmp_path_factory.mktemp("run")
     torch.manual_seed(0)
-    config = GPTConfig(vocab_size=257, block_size=BLOCK, n_layer=1, n_head=2, n_embd=16)
+    config = GPTConfig.gpt2(vocab_size=257, block_size=BLOCK, n_layer=1, n_head=2, n_embd=16)
     save_checkpoint(out / "ckpt.pt", {
         "format": FORMAT, "model": GPT(config).state_dict(), "model_config": dataclasses.asdict(config),
         "tokenizer": bytes_spec(), "step": 5, "best_val_loss": 5.5})
@@ -144,7 +150,7 @@ def test_speed_is_reported_on_stderr(capsys, run_dir: Path) -> None:
 
 def test_rolling_cache_from_the_command_line(capsys, tmp_path: Path) -> None:
     torch.manual_seed(0)
-    config = GPTConfig(vocab_size=257, block_size=BLOCK, n_layer=1, n_head=2, n_embd=16, pos_emb="rope")
+    config = GPTConfig.gpt2(vocab_size=257, block_size=BLOCK, n_layer=1, n_head=2, n_embd=16, pos_emb="rope")
     save_checkpoint(tmp_path / "ckpt.pt", {"format": FORMAT, "model": GPT(config).state_dict(),
                                            "model_config": dataclasses.asdict(config), "tokenizer": bytes_spec()})
     args = ("--sample.max_new_tokens=40", "--sample.temperature=0", "--sample.prompt=ab")
@@ -157,11 +163,10 @@ def test_rolling_cache_from_the_command_line(capsys, tmp_path: Path) -> None:
 def test_sampling_precision_is_the_runs_unless_set(tmp_path, monkeypatch, capsys) -> None:
     """A run trained in bfloat16 samples in bfloat16 by default; one trained in float16 on a GPU samples in
     float32 on a CPU; --sample.dtype overrides."""
-    import sample as sample_module
     seen = []
-    monkeypatch.setattr(sample_module.hardware, "autocast", lambda device, dtype: seen.append(dtype) or nullcontext())
+    monkeypatch.setattr(hardware, "autocast", lambda device, dtype: seen.append(dtype) or nullcontext())
     torch.manual_seed(0)
-    config = GPTConfig(vocab_size=257, block_size=BLOCK, n_layer=1, n_head=2, n_embd=16)
+    config = GPTConfig.gpt2(vocab_size=257, block_size=BLOCK, n_layer=1, n_head=2, n_embd=16)
     for trained in ("bfloat16", "float16"):
         (tmp_path / trained).mkdir()
         save_checkpoint(tmp_path / trained / "ckpt.pt", {
@@ -287,7 +292,7 @@ def test_too_many_sinks_for_the_model(monkeypatch, capsys, run_dir: Path) -> Non
 
 
 def test_missing_tokenizer_file(monkeypatch, capsys, tmp_path: Path) -> None:
-    config = GPTConfig(vocab_size=300, block_size=8, n_layer=1, n_head=1, n_embd=8)
+    config = GPTConfig.gpt2(vocab_size=300, block_size=8, n_layer=1, n_head=1, n_embd=8)
     spec = {"kind": "bpe", "name": "bpe300", "file": "tokenizer.tiktoken", "vocab_size": 300, "eot_id": 299,
             "pat_str": bytes_spec()["pat_str"]}
     save_checkpoint(tmp_path / "best.pt", {"format": FORMAT, "model": GPT(config).state_dict(),
@@ -306,3 +311,56 @@ def test_command_line_error_is_one_line(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr == f"error: no checkpoint in {tmp_path}; train one with python train.py --train.out_dir={tmp_path}\n"
+
+
+# --------------------------------------------------------------------------- the prompt loop
+
+
+def interactive(run_dir: Path, *args: str) -> subprocess.Popen:
+    cmd = [sys.executable, str(ROOT / "sample.py"), f"--sample.checkpoint={run_dir}", "--sample.device=cpu",
+           "--sample.interactive=true", "--sample.temperature=0", *args]
+    return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
+
+
+def test_the_prompt_loop_loads_the_model_once_and_answers_each_line(capsys, run_dir: Path) -> None:
+    """Driven through a pipe: each line is continued as sample.py would continue it as a prompt, with the
+    seed of its turn; an empty line ends the loop, and so does the end of the input."""
+    want = [sample(capsys, run_dir, "--sample.temperature=0", "--sample.max_new_tokens=12", f"--sample.prompt={p}",
+                   f"--sample.seed={1337 + i}")[0] for i, p in enumerate(("ab", "cd"))]
+    for ending in ("\n", ""):  # an empty line; the end of the input
+        p = interactive(run_dir, "--sample.max_new_tokens=12")
+        out, err = p.communicate(("ab\ncd\n" + ending + "never read\n" * (ending == "\n")).encode(), timeout=120)
+        assert p.returncode == 0, err.decode()
+        assert out.decode() == "".join(want)
+        assert err.count(b"sampling from") == 1 and err.count(b"new tokens in") == 2
+
+
+def test_ctrl_c_stops_the_sample_not_the_loop(run_dir: Path) -> None:
+    """Samples that would not end by themselves, each stopped by Ctrl-C; the loop goes on to the next prompt."""
+    p = interactive(run_dir, "--sample.max_new_tokens=1000000")
+    out, err = bytearray(), bytearray()
+    for stream, into in ((p.stdout, out), (p.stderr, err)):
+        threading.Thread(target=lambda s=stream, b=into: [b.extend(c) for c in iter(lambda: s.read1(4096), b"")],
+                         daemon=True).start()
+
+    def wait_until(ready) -> None:
+        deadline = time.monotonic() + 120
+        while not ready():
+            assert p.poll() is None and time.monotonic() < deadline, (p.poll(), bytes(err))
+            time.sleep(0.01)
+
+    try:
+        for i, prompt in enumerate((b"ab\n", b"cd\n")):
+            written = len(out)
+            p.stdin.write(prompt)
+            p.stdin.flush()
+            wait_until(lambda: len(out) > written + 8)  # the sample is streaming
+            p.send_signal(signal.SIGINT)
+            wait_until(lambda: err.count(b"(stopped)") == i + 1)
+        p.stdin.write(b"\n")  # an empty line ends the loop
+        p.stdin.close()
+        assert p.wait(timeout=120) == 0, bytes(err)
+    finally:
+        p.kill()
+    assert err.count(b"sampling from") == 1 and b"Traceback" not in err

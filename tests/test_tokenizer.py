@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import tiktoken
 
-import tokenizer as tok
-from errors import UserError
+from smallgpt import tokenizer as tok
+from smallgpt.errors import UserError
 
 UNICODE = ("Grüße aus Köln! 日本語のテキスト, emoji 🎉🧪, Ελληνικά, עברית, ½ Ⅻ ٣٤٥, tabs\tand\r\nCRLF,\n"
            "    indented code: def f(x): return x**2  # ok\n\n\nI'M you'Ll ſ's \u0301e\u00a0\u2003 <|endoftext|> end  ")

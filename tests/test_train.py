@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import resource
 import signal
@@ -21,30 +20,22 @@ from pathlib import Path
 import pytest
 import torch
 
-import hardware
-import speed
+from smallgpt import hardware
+from smallgpt import speed
 import train
-from checkpoint import load_checkpoint, model_from_checkpoint
-from config import Config, DataConfig, parse_args
-from errors import UserError
-from prepare import open_dataset, prepare
-from tokenizer import load_tokenizer
-
-ROOT = Path(__file__).resolve().parents[1]
-WORDS = ("the a of and to in is was it he she they had said not but with for as his her on at by this "
-         "that which were be have from one all would there their what so up out if about who them then").split()
-
-
-def write_corpus(path: Path, n_bytes: int, seed: int) -> Path:
-    """Sentences of common words: enough structure for a tiny model to learn within a few steps."""
-    rng, parts, size = random.Random(seed), [], 0
-    while size < n_bytes:
-        s = " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 12))).capitalize() + ". "
-        parts.append(s + ("\n" if rng.random() < 0.2 else ""))
-        size += len(parts[-1])
-    path.write_text("".join(parts), encoding="utf-8")
-    return path
-
+from smallgpt.checkpoint import load_checkpoint, model_from_checkpoint
+from smallgpt.cli import parse_args
+from smallgpt.config import Config, DataConfig
+from smallgpt.errors import UserError
+from smallgpt.dataset import open_dataset
+from smallgpt.pipeline import prepare
+from smallgpt.tokenizer import load_tokenizer
+from helpers import ENV, ROOT, argv, losses, records, write_corpus
+from smallgpt.batches import Batches
+from smallgpt.distributed import Proc, local_accumulation
+from smallgpt.safefiles import DirLock
+from smallgpt.step import TrainStep
+from smallgpt.trainer import Trainer
 
 @pytest.fixture(autouse=True)
 def one_thread():
@@ -56,7 +47,6 @@ def one_thread():
     torch.set_num_threads(n)
 
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -67,27 +57,6 @@ def data(tmp_path_factory) -> dict[str, str]:
          "data.dir": str(tmp / "bytes")}
     prepare(DataConfig(source=d["data.source"], tokenizer="bytes", dir=d["data.dir"]), progress=False)
     return d
-
-
-def argv(data: dict[str, str], out: Path, **settings) -> list[str]:
-    """Command-line settings of a tiny run (2 layers, 32 wide, context 32) over ``data``, into ``out``."""
-    s = {**data, "model.n_layer": 2, "model.n_head": 2, "model.n_embd": 32, "model.block_size": 32,
-         "train.batch_size": 4, "train.max_iters": 20, "train.eval_interval": 10, "train.eval_iters": 2,
-         "train.log_interval": 1, "train.checkpoint_interval": 10, "train.warmup_iters": 5,
-         "train.lr_decay_iters": 200, "train.learning_rate": 3e-3, "train.schedule": "cosine", "train.max_seconds": 0, "train.compile": "false",
-         "train.optimizer": "adamw",
-         "train.sample_at_end": "false", "train.out_dir": str(out)}
-    s.update({k.replace("__", "."): v for k, v in settings.items()})
-    return [f"--{k}={v}" for k, v in s.items()]
-
-
-def records(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-
-
-def losses(out: Path) -> dict[tuple[int, str], float]:
-    """The loss of every training record and the val loss of every evaluation, by (step, kind)."""
-    return {(r["step"], "train" if "loss" in r else "eval"): r.get("loss", r.get("val_loss")) for r in records(out)}
 
 
 # --------------------------------------------------------------------------- the main path
@@ -145,8 +114,8 @@ def test_metrics_records(data, tmp_path):
 
 def test_data_windows_are_stateless_and_eval_windows_fixed(data):
     ds = open_dataset(data["data.dir"])
-    a = train.Batches(ds.train, ds.val, 32, 4, eval_iters=3, seed=7, device=torch.device("cpu"))
-    b = train.Batches(ds.train, ds.val, 32, 4, eval_iters=3, seed=7, device=torch.device("cpu"))
+    a = Batches(ds.train, ds.val, 32, 4, eval_iters=3, seed=7, device=torch.device("cpu"))
+    b = Batches(ds.train, ds.val, 32, 4, eval_iters=3, seed=7, device=torch.device("cpu"))
     x, y = a.train(5, 1)
     assert x.shape == y.shape == (4, 32) and x.dtype == torch.int64
     assert torch.equal(x[:, 1:], y[:, :-1])  # targets are the inputs shifted by one
@@ -228,11 +197,67 @@ def test_refuses_to_clobber_or_misresume(data, tmp_path):
     with pytest.raises(UserError, match="dataset .* differs"):
         train.main(argv({**data, "data.source": str(other), "data.dir": str(tmp_path / "other")}, out,
                         train__resume="true"))
-    with pytest.raises(UserError, match="no checkpoint"):
-        train.main(argv(data, tmp_path / "empty", train__resume="true"))
     assert snapshot(out) == before  # nothing was touched
     train.main(argv(data, out, train__max_iters=5, train__overwrite="true"))
     assert load_checkpoint(out / "ckpt.pt")["step"] == 5
+
+
+def test_resume_of_a_run_directory_without_a_checkpoint_starts_it(data, tmp_path, capsys):
+    """A run killed before its first checkpoint left a directory to continue: --train.resume=true starts it."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.toml").write_text("# what a killed start leaves\n")
+    assert train.main(argv(data, out, train__max_iters=5, train__resume="true")) == 0
+    assert "holds no checkpoint yet: starting the run from step 0" in capsys.readouterr().err
+    assert load_checkpoint(out / "ckpt.pt")["step"] == 5 and records(out)[0]["step"] == 0
+
+
+def test_the_run_directory_and_its_lock_exist_before_any_probe(data, tmp_path, monkeypatch):
+    """Made and locked (with its config) before the dataset is opened and before any speed probe or compile
+    decision: a kill in that time leaves a run to resume, and a second run is refused at once."""
+    out, seen = tmp_path / "run", []
+
+    def checked(real):
+        def probe(*args, **kwargs):
+            seen.append(sorted(p.name for p in out.iterdir()))
+            with pytest.raises(UserError, match="in use by another process"):  # flock: per open file, so also here
+                DirLock(out / ".lock", "the run", "").acquire()
+            return real(*args, **kwargs)
+        return probe
+
+    for module, name in ((hardware, "quick_peak"), (hardware, "peak_flops"), (speed, "compile_pays")):
+        monkeypatch.setattr(module, name, checked(getattr(module, name)))
+    assert train.main(argv(data, out, train__max_iters=2, train__dtype="auto", train__compile="auto")) == 0
+    assert len(seen) >= 3 and all(names == [".lock", "config.toml"] for names in seen)
+
+
+def test_a_failed_start_removes_the_run_directory_it_made(data, tmp_path):
+    with pytest.raises(UserError, match="is too small"):
+        train.main(argv(data, tmp_path / "run", model__block_size=100_000))
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_kill_right_after_the_start_leaves_a_run_that_resumes(data, tmp_path):
+    out = tmp_path / "run"
+    proc = start_run(data, out, train__max_iters=5)
+    deadline = time.time() + 120
+    while not (out / "config.toml").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    proc.kill()
+    proc.wait()
+    assert train.main(argv(data, out, train__max_iters=5, train__resume="true")) == 0
+    assert load_checkpoint(out / "ckpt.pt")["step"] == 5
+
+
+def test_what_auto_chose_is_written_into_the_config_and_the_metrics(data, tmp_path):
+    out = tmp_path / "run"
+    train.main(argv(data, out, train__max_iters=2, train__compile="auto", train__dtype="auto"))
+    chosen = records(out)[0]["chosen"]
+    assert chosen["train.dtype"].startswith(("float32 (auto", "bfloat16 (auto")) and chosen["train.compile"].startswith("false")
+    text = (out / "config.toml").read_text()
+    assert f'dtype = "auto"  # chose {chosen["train.dtype"]}' in text
+    assert f'compile = "auto"  # chose {chosen["train.compile"]}' in text
+    assert tomllib.loads(text)["train"]["dtype"] == "auto"  # a comment: the file is the same config
 
 
 def test_resume_from_a_truncated_checkpoint_is_refused(data, tmp_path):
@@ -283,7 +308,7 @@ CONFIGS = sorted((ROOT / "config").glob("*.toml"))
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_every_shipped_config_divides_over_any_number_of_processes(path, world):
     accum = parse_args([str(path)], Config, "train.py").train.gradient_accumulation_steps
-    local = train.local_accumulation(accum, world)
+    local = local_accumulation(accum, world)
     assert local >= 1 and accum <= local * world < accum + world  # the smallest equal share that covers it
     assert local * world == accum or accum % world  # unchanged whenever it divides
 
@@ -325,12 +350,12 @@ def test_torchrun_two_processes_run_every_shipped_config(data, tmp_path, path, t
 DIFFERENT_DATA = """
 import sys, types
 sys.path.insert(0, sys.argv[1])
-import train
-from config import run_main
-proc, device = train.process_and_device("cpu")
-train.join_process_group(proc, device)
+from smallgpt.cli import run_main
+from smallgpt.distributed import check_same_data, join_process_group, process_and_device
+proc, device = process_and_device("cpu")
+join_process_group(proc, device)
 ds = types.SimpleNamespace(fingerprint=("a" if proc.rank == 0 else "b") * 16, dir=f"data-of-rank-{proc.rank}")
-run_main(lambda argv: train.check_same_data(ds, proc, device))
+run_main(lambda argv: check_same_data(ds, proc, device))
 """
 
 
@@ -406,7 +431,7 @@ def test_a_full_disk_while_training_is_one_line_and_leaves_no_temporary_file(dat
 
 @pytest.mark.parametrize("clip", [1.0, 0.0])
 def test_an_infinite_gradient_never_reaches_the_weights_or_a_checkpoint(data, tmp_path, monkeypatch, clip):
-    real = train.TrainStep._forward_backward
+    real = TrainStep._forward_backward
 
     def poisoned(self, step, i):
         loss = real(self, step, i)
@@ -414,7 +439,7 @@ def test_an_infinite_gradient_never_reaches_the_weights_or_a_checkpoint(data, tm
             self.params[0].grad.fill_(float("inf"))
         return loss
 
-    monkeypatch.setattr(train.TrainStep, "_forward_backward", poisoned)
+    monkeypatch.setattr(TrainStep, "_forward_backward", poisoned)
     out = tmp_path / "run"
     with pytest.raises(UserError, match="the gradient norm became inf at step 7 and that step was not applied"):
         train.main(argv(data, out, train__checkpoint_interval=1, train__grad_clip=clip))
@@ -458,7 +483,7 @@ def test_sigterm_is_a_graceful_stop_too(data, tmp_path):
 
 def test_a_second_ctrl_c_stops_at_once(data, tmp_path):
     cfg = parse_args(argv(data, tmp_path / "run"), Config, "train.py")
-    trainer = train.Trainer(cfg, train.Proc(), torch.device("cpu"))
+    trainer = Trainer(cfg, Proc(), torch.device("cpu"))
     try:
         previous = signal.signal(signal.SIGINT, trainer._on_interrupt)
         trainer._on_interrupt(signal.SIGINT, None)  # the first: finish the step, save, stop
@@ -597,11 +622,6 @@ def test_config_files_are_valid(path):
     assert cfg.model.n_embd % cfg.model.n_head == 0
 
 
-def test_cpu_config_spells_out_the_defaults():
-    cfg = parse_args([str(ROOT / "config" / "cpu.toml")], Config, "train.py")
-    assert cfg.to_dict() == Config().to_dict()
-
-
 def test_gpt2_config_is_nanogpts_recipe():
     cfg = parse_args([str(ROOT / "config" / "gpt2-124m.toml")], Config, "train.py")
     m, t = cfg.model, cfg.train
@@ -623,7 +643,7 @@ def test_eager_samples_a_compiled_model_without_its_compiled_blocks():
     """The closing sample of a compiled run runs the blocks eagerly (no recompile per KV-cache shape)."""
     from model import GPT, GPTConfig
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=16)).eval()
+    model = GPT(GPTConfig.gpt2(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=16)).eval()
     prompt = torch.randint(0, 64, (1, 4))
     expected = model.generate(prompt, 20, temperature=0.0)
     speed.compile_blocks(model)

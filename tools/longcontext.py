@@ -1,4 +1,4 @@
-"""What each long-context mode costs in quality: ``python tools/longcontext.py [CONFIG.toml] [--longcontext.KEY=VALUE ...]``.
+"""What each long-context mode costs in quality: ``python -m tools.longcontext [CONFIG.toml] [--longcontext.KEY=VALUE ...]``.
 
 Past ``block_size`` generation either recomputes the last block_size tokens for every new token
 (nanoGPT's exact semantics, ``sample.long_context=recompute``) or keeps a rolling KV cache
@@ -20,32 +20,29 @@ and measures quality, where the benchmark times untrained models on random token
 
 Example (a run trained by ``python train.py``):
 
-    python tools/longcontext.py --longcontext.checkpoint=out
+    python -m tools.longcontext --longcontext.checkpoint=out
 """
 from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the core's modules live at the repository's top level
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-import hardware  # noqa: E402
-from checkpoint import find_checkpoint, load_checkpoint, model_from_checkpoint  # noqa: E402
-from config import Settings, comma_list, need, parse_args, run_main  # noqa: E402
-from errors import UserError  # noqa: E402
-from model import GPT, LONG_CONTEXT  # noqa: E402
-from prepare import open_dataset  # noqa: E402
-from tools.bench import table  # noqa: E402
+from model import GPT, LONG_CONTEXT
+from smallgpt import hardware
+from smallgpt.checkpoint import find_checkpoint, load_checkpoint, model_from_checkpoint
+from smallgpt.cli import Settings, comma_list, need, parse_args, run_main
+from smallgpt.dataset import open_dataset
+from smallgpt.errors import UserError
+from smallgpt.safefiles import atomic_write
+from tools.bench.common import table
 
 SUMMARY = ("Teacher-forced bits per byte of a trained run on its validation split, past the context, "
            "for each long-context mode of generation (recompute, rolling, sinks).")
@@ -208,15 +205,13 @@ def run(cfg: LongContextSettings, progress: bool = True) -> dict:
     print(report(res, f"long context: {path} (step {res['step']}, {res['model']}), val of {data_dir}"))
     out = Path(c.json)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, out)
+    atomic_write(out, json.dumps(res, indent=1) + "\n")
     print(f"wrote {out}")
     return res
 
 
 def main(argv: list[str]) -> int:
-    run(parse_args(argv, LongContextSettings, "tools/longcontext.py", SUMMARY))
+    run(parse_args(argv, LongContextSettings, "python -m tools.longcontext", SUMMARY))
     return 0
 
 

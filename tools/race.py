@@ -1,6 +1,6 @@
 """The CPU race: how good a model does each option buy in a fixed budget of training time?
 
-``python tools/race.py [CONFIG.toml] [--race.KEY=VALUE ...]`` trains the config's recipe and one variant
+``python -m tools.race [CONFIG.toml] [--race.KEY=VALUE ...]`` trains the config's recipe and one variant
 per option, each differing from the recipe in that option alone, for each time budget in
 ``race.budgets`` and each of ``race.seeds`` seeds, then prints the median val bits per byte of each
 (variant, budget) and the training time at which the recipe first reached ``race.target_bpb``.
@@ -9,7 +9,7 @@ Each run is ``train.py`` in a subprocess with ``--train.max_seconds`` set, so th
 the budget; ``train_seconds`` excludes evaluation and checkpoints, and preparing the corpus happens
 once up front and is reported apart.  Example (the README's ablation table):
 
-    python tools/race.py config/text-cpu.toml --data.source=pride-and-prejudice.txt \\
+    python -m tools.race config/text-cpu.toml --data.source=pride-and-prejudice.txt \\
         --race.budgets=60 --race.seeds=3
 
 Runs are sequential by default, so a full table takes variants x budgets x seeds x (budget + ~15 s).
@@ -17,6 +17,12 @@ Runs are sequential by default, so a full table takes variants x budgets x seeds
 runs per hour, and every run still gets the same share of the machine, but each is timed on fewer
 threads than a lone ``train.py`` would use, so its tokens/s (and bits per byte) are those of a
 smaller machine.  Never run a race beside other work: it would time the neighbour.
+
+**The chart.**  ``--race.chart=race.json`` draws a race.json instead of racing (several, comma-separated,
+side by side: say a 60-s race with 3 seeds and a 600-s race with 1): one panel per time budget, each
+variant's median val bits per byte as a dot, the spread over its seeds (min..max) as an error bar, the
+recipe's median as a dashed line; green left of it (better), red right (worse).  ``[plot]`` sets the
+image (``--plot.out``, its size); it needs matplotlib.
 """
 from __future__ import annotations
 
@@ -29,14 +35,17 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from smallgpt.cli import comma_list, need, parse_args, run_main, toml_value
+from smallgpt.config import Config
+from smallgpt.curves import METRICS, evaluations, read_records
+from smallgpt.dataset import dataset_dir
+from smallgpt.errors import UserError
+from smallgpt.pipeline import prepare
+from smallgpt.plots import PlotConfig, matplotlib_figure, save
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the core's modules live at the repository's top level
-
-from config import Config, comma_list, need, parse_args, run_main, toml_value  # noqa: E402
-from curves import METRICS, evaluations, read_records  # noqa: E402
-from errors import UserError  # noqa: E402
-from prepare import dataset_dir, prepare  # noqa: E402
 
 SUMMARY = "Ablate the model and optimizer options in fixed budgets of training time (val bits per byte)."
 
@@ -51,6 +60,7 @@ class RaceConfig:
     eval_interval: int = 25  # steps between evaluations (evaluation time is not counted as training time)
     out_dir: str = "out-race"  # where the runs are written
     json: str = "race.json"  # where the figures are written
+    chart: str = ""  # draw these race.json files (comma-separated) as a chart instead of racing; --plot.out names the image
 
     def check(self) -> None:
         need(self.seeds >= 1 and self.eval_interval >= 1, "race.seeds", "seeds and eval_interval must be at least 1")
@@ -64,8 +74,9 @@ class RaceConfig:
 
 @dataclass
 class RaceSettings(Config):
-    """train.py's settings (passed on to every run) and [race]."""
+    """train.py's settings (passed on to every run), [race], and [plot] for its chart."""
     race: RaceConfig = field(default_factory=RaceConfig)
+    plot: PlotConfig = field(default_factory=PlotConfig)
 
 
 def variants(cfg: RaceSettings) -> dict[str, dict[str, object]]:
@@ -147,9 +158,122 @@ def markdown_table(results: dict[str, dict], target: float) -> str:
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------- the chart
+
+
+BETTER, WORSE, RECIPE = "tab:green", "tab:red", "black"  # a variant against the recipe
+RACE_KEYS = {"variant", "budget_s", "runs", "val_bpb"}
+
+
+def read_race(path: Path) -> dict[str, dict[str, Any]] | None:
+    """A race.json's results (tools/race.py's layout: 'variant@budget' -> figures), or None if the file is not one."""
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    ok = (isinstance(results, dict) and results
+          and all(isinstance(r, dict) and RACE_KEYS <= set(r) and isinstance(r["runs"], list)
+                  for r in results.values()))
+    return results if ok else None
+
+
+@dataclass
+class Spread:
+    """One variant at one budget in a race chart: the median of its seeds and their range."""
+    budget_s: float
+    variant: str
+    median: float
+    lo: float
+    hi: float
+    seeds: int
+
+
+def variant_label(res: dict[str, Any]) -> str:
+    """'dropout=0.0' for the variant 'dropout' that sets model.dropout = 0.0: the name and what it sets."""
+    name, settings = res["variant"], res.get("settings") or {}
+    if "=" in name or not settings:
+        return name
+    return f"{name}={json.dumps(next(iter(settings.values()))).strip(chr(34))}"
+
+
+def draw_race(results: dict[str, dict[str, Any]], cfg: PlotConfig):
+    """One panel per budget: each variant's median val bits per byte and its seed spread; returns
+    (the Figure, the Spreads drawn)."""
+    fig = matplotlib_figure(cfg)
+    budgets = sorted({r["budget_s"] for r in results.values()})
+    names = list(dict.fromkeys(r["variant"] for r in results.values()))
+    labels = {r["variant"]: variant_label(r) for r in results.values()}
+    axes = fig.subplots(1, len(budgets), sharey=True, squeeze=False)[0]
+    spreads: list[Spread] = []
+    for ax, budget in zip(axes, budgets):
+        here = {r["variant"]: r for r in results.values() if r["budget_s"] == budget}
+        recipe = here.get("recipe")
+        if recipe:
+            ax.axvline(recipe["val_bpb"], color=RECIPE, ls="--", lw=1, alpha=0.6)
+        seeds = 0
+        for y, name in enumerate(names):
+            res = here.get(name)
+            if res is None:
+                continue
+            runs = [r["val_bpb"] for r in res["runs"] if r.get("val_bpb") is not None] or [res["val_bpb"]]
+            s = Spread(budget, name, res["val_bpb"], min(runs), max(runs), len(runs))
+            seeds = max(seeds, s.seeds)
+            color = RECIPE if name == "recipe" or not recipe else BETTER if s.median < recipe["val_bpb"] else WORSE
+            bar = ax.errorbar([s.median], [y], xerr=[[s.median - s.lo], [s.hi - s.median]], fmt="o", color=color,
+                              ms=5, elinewidth=1.5, capsize=3)
+            bar.lines[0].set_gid(f"median:{name}")
+            ax.annotate(f"{s.median:.3f}", (s.hi, y), xytext=(4, 0), textcoords="offset points",
+                        va="center", fontsize=7, color="0.25")
+            spreads.append(s)
+        for y, name in enumerate(names):
+            if name not in here:
+                ax.annotate("not run", (0.98, y), xycoords=("axes fraction", "data"), ha="right", va="center",
+                            fontsize=7, color="0.5")
+        lo, hi = ax.get_xlim()
+        ax.set_xlim(lo, hi + 0.08 * (hi - lo))  # room for the figures' text
+        spread_of = f"median, min-max of {seeds} seeds" if seeds > 1 else "1 seed"
+        ax.set_title(f"{budget:g} s of training ({spread_of})", fontsize=10)
+        ax.set_xlabel("val bits per byte (lower is better)")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(range(len(names)), [labels[n] for n in names], fontsize=8)
+    axes[0].invert_yaxis()  # the recipe (first) on top
+    from matplotlib.lines import Line2D
+    handles = [Line2D([], [], color=c, marker="o", ls=ls, lw=1, label=label) for c, ls, label in (
+        (RECIPE, "--", "the recipe (dashed: its median)"), (BETTER, "", "better than the recipe"),
+        (WORSE, "", "worse"))]
+    fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8, frameon=False)
+    if cfg.title:
+        fig.suptitle(cfg.title)
+    return fig, spreads
+
+
+def chart(files: list[str], cfg: PlotConfig) -> Path:
+    """Draw race.json ``files`` side by side; returns the image's path (--plot.out, else beside the first)."""
+    results: dict[str, dict[str, Any]] = {}
+    for name in files:
+        p = Path(name)
+        race = read_race(p) if p.is_file() else None
+        if race is None:
+            raise UserError(f"--race.chart: {p} is not a race.json written by tools/race.py")
+        twice = [key for key in race if key in results]
+        if twice:
+            raise UserError(f"--race.chart: {p} repeats {twice[0]} of an earlier race.json; give each budget once")
+        results.update(race)
+    out = Path(cfg.out) if cfg.out else Path(files[0]).with_suffix(".png")
+    fig, _ = draw_race(results, cfg)
+    save(fig, out, cfg.dpi)
+    return out
+
+
+# --------------------------------------------------------------------------- the race
+
+
 def main(argv: list[str]) -> int:
-    cfg = parse_args(argv, RaceSettings, "tools/race.py", SUMMARY)
+    cfg = parse_args(argv, RaceSettings, "python -m tools.race", SUMMARY)
     r = cfg.race
+    if r.chart:
+        print(chart(comma_list(r.chart), cfg.plot))
+        return 0
     config_file = next((a for a in argv if not a.startswith("--")), None)
     passed = [a for a in argv if a.startswith("--") and not a.startswith("--race.")]
     table = variants(cfg)
@@ -204,7 +328,7 @@ def main(argv: list[str]) -> int:
                   flush=True)
     Path(r.json).write_text(json.dumps(results, indent=1))
     print(markdown_table(results, r.target_bpb))
-    print(f"race: figures in {r.json}", file=sys.stderr)
+    print(f"race: figures in {r.json}; draw them with python -m tools.race --race.chart={r.json}", file=sys.stderr)
     return 0
 
 

@@ -26,14 +26,14 @@ from typing import Any, Iterable
 
 import torch
 
-from errors import UserError
-from locks import writer_gone, writer_tag
 from model import GPT, GPTConfig
+from smallgpt.errors import UserError
+from smallgpt.safefiles import fsync_dir, sweep_temps, temp_path
 
 FORMAT = 1  # bump when the layout of the checkpoint dict changes incompatibly
 REQUIRED = ("model", "model_config", "tokenizer")  # what every reader (sample.py, train.py) needs
 RESUME = ("optimizer", "step", "best_val_loss", "train_seconds", "tokens_seen", "dataset", "config")  # train.py's
-LAST, BEST = "ckpt.pt", "best.pt"  # file names inside a run directory
+LAST, BEST, CONFIG = "ckpt.pt", "best.pt", "config.toml"  # file names inside a run directory
 WRAPPER_PREFIXES = ("_orig_mod.", "module.")  # added to parameter names by torch.compile and DDP
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive
 
@@ -63,7 +63,7 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     left by a writer killed with SIGKILL are swept, but only those of writers on this host that have ended.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{writer_tag()}.tmp")  # same directory, so the rename is atomic
+    tmp = temp_path(path)  # same directory, so the rename is atomic
     writer = None
     try:
         with open(tmp, "wb") as f:
@@ -79,24 +79,8 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
             raise UserError(f"cannot write checkpoint {path}: {cause.strerror or cause}; the previous checkpoint "
                             "is intact; free some disk space or choose another --train.out_dir") from None
         raise
-    _fsync_dir(path.parent)
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a writer killed with SIGKILL
-        if writer_gone(stale.name[len(path.name) + 2:-len(".tmp")]):
-            stale.unlink(missing_ok=True)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename durable (POSIX); directories cannot be opened for fsync on Windows."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    fsync_dir(path.parent)
+    sweep_temps(path)  # left by a writer killed with SIGKILL
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu",

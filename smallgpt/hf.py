@@ -53,6 +53,7 @@ import math
 import os
 import re
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,9 +61,10 @@ from typing import Any
 import tiktoken
 import torch
 
-from errors import UserError
 from model import GPT, GPTConfig
-from tokenizer import EOT
+from smallgpt.checkpoint import find_checkpoint, load_checkpoint, model_from_checkpoint
+from smallgpt.errors import UserError
+from smallgpt.tokenizer import EOT, load_tokenizer
 
 GPT2_SIZES = {"gpt2": "openai-community/gpt2", "gpt2-medium": "openai-community/gpt2-medium",
               "gpt2-large": "openai-community/gpt2-large", "gpt2-xl": "openai-community/gpt2-xl"}
@@ -562,3 +564,23 @@ def write_hf_dir(out: Path, hf: HFModel, tokenizer: dict[str, dict[str, Any]], o
         raise UserError(f"cannot write {out} ({e.strerror or e}); choose a writable --export.out_dir") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- a run out
+
+
+def export_run(checkpoint: str, out_dir: str = "", overwrite: bool = False) -> Path:
+    """Write the Hugging Face directory of a run or checkpoint (``out_dir``, empty: the run directory's name
+    + '-hf'); returns its path.  ``overwrite``: replace a directory that holds files already."""
+    path = find_checkpoint(checkpoint)
+    out = Path(out_dir).expanduser() if out_dir else path.parent.with_name(path.parent.resolve().name + "-hf")
+    check_out_dir(out, overwrite)  # before the slow part
+    ckpt = load_checkpoint(path)
+    model = model_from_checkpoint(ckpt)
+    enc = load_tokenizer(ckpt["tokenizer"], path.parent)
+    converted = to_hf(model, enc.eot_token)
+    write_hf_dir(out, converted, tokenizer_files(enc, model.config.block_size), overwrite)
+    print(f"export: {path} (step {ckpt.get('step', '?')}) as {converted.architecture}, tokenizer "
+          f"{ckpt['tokenizer']['name']}, to {out}; load it with AutoModelForCausalLM.from_pretrained({str(out)!r}) "
+          f"and AutoTokenizer.from_pretrained({str(out)!r})", file=sys.stderr)
+    return out

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:  # the settings' type only; the optimizers need nothing else of config.py
-    from config import TrainConfig
+    from smallgpt.config import TrainConfig
 
 NS_COEFFS = (3.4445, -4.7750, 2.0315)  # quintic Newton–Schulz coefficients of modded-nanogpt
 

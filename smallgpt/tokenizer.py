@@ -30,7 +30,7 @@ from typing import Iterable
 import tiktoken
 from tqdm import tqdm
 
-from errors import UserError
+from smallgpt.errors import UserError
 
 EOT = "<|endoftext|>"
 RANK_FILE = "tokenizer.tiktoken"  # the file name of a trained BPE inside a dataset directory

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,13 +29,14 @@ from pathlib import Path
 import tiktoken
 import torch
 
-import hf
-import tokenizer as tok
-from checkpoint import find_checkpoint, load_checkpoint, model_from_checkpoint
-from config import Config
-from errors import UserError
+from smallgpt import hf
+from smallgpt import tokenizer as tok
+from smallgpt.checkpoint import find_checkpoint, load_checkpoint, model_from_checkpoint
+from smallgpt.config import Config
+from smallgpt.errors import UserError
+from smallgpt.safefiles import atomic_write
 from model import GPT, GPTConfig
-from prepare import Dataset, dataset_dir, downloads_dir
+from smallgpt.dataset import Dataset, dataset_dir, downloads_dir
 
 GPT2_TOKENIZER = "gpt2"
 FREE = ("dropout",)  # [model] settings that are the run's own, whatever the source had
@@ -159,9 +159,7 @@ def write_ranks(ranks: dict[bytes, int], path: Path) -> Path:
     data = tok.rank_file_bytes(ranks)
     if not (path.is_file() and path.read_bytes() == data):
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        atomic_write(path, data)
     return path
 
 

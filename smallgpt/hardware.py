@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from errors import UserError
+from smallgpt.errors import UserError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

@@ -35,6 +35,8 @@ from typing import Callable
 
 import torch
 
+from smallgpt.safefiles import atomic_write
+
 COLD_COMPILE_SECONDS = 30.0  # assumed first compile of a shape on a CPU, until one is measured
 WARM_COMPILE_SECONDS = 5.0  # assumed compile from the cache, until one is measured
 PRIOR_SAVING = 0.10  # assumed saving per step on a CPU, until both steps are measured
@@ -110,9 +112,7 @@ class Record:
         everything[self.key] = {**everything.get(self.key, {}), **values, "when": time.strftime("%Y-%m-%d %H:%M")}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(everything, indent=1), encoding="utf-8")
-            os.replace(tmp, self.path)
+            atomic_write(self.path, json.dumps(everything, indent=1))
         except OSError:
             pass
 
@@ -142,7 +142,7 @@ def compile_pays(setting: str, device: torch.device, expected_steps: float, step
 def faster_precision(forward_backward: Callable[[], None], record: Record,
                      repeats: int = 3) -> tuple[torch.dtype, str]:
     """float32 or bfloat16 on a CPU: whichever runs ``forward_backward`` (under the autocast of
-    ``faster_precision.dtype``) faster, measured once per shape (then read from ``record``)."""
+    the given dtype) faster, measured once per shape (then read from ``record``)."""
     known = record.get().get("bf16_speedup")
     if known is None:
         times = {torch.float32: [], torch.bfloat16: []}

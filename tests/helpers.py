@@ -1,0 +1,85 @@
+"""What several test modules share: a corpus of sentences, the settings of a tiny run, its records read
+back, a model with larger random weights, and the imports of a source file."""
+from __future__ import annotations
+
+import ast
+import json
+import os
+import random
+from pathlib import Path
+
+import torch
+
+from model import GPT
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = sorted(p.name for p in ROOT.glob("*.py"))  # the commands a user runs, and model.py
+PACKAGE = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "smallgpt").glob("*.py"))
+PRODUCT = SCRIPTS + PACKAGE  # what a user runs and what it is built from; tools/ measures it
+TOOLS = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "tools").rglob("*.py"))
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # subprocesses: one thread, as the tests' own torch
+WORDS = ("the a of and to in is was it he she they had said not but with for as his her on at by this "
+         "that which were be have from one all would there their what so up out if about who them then").split()
+
+
+def write_corpus(path: Path, n_bytes: int, seed: int) -> Path:
+    """Sentences of common words: enough structure for a tiny model to learn within a few steps."""
+    rng, parts, size = random.Random(seed), [], 0
+    while size < n_bytes:
+        s = " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 12))).capitalize() + ". "
+        parts.append(s + ("\n" if rng.random() < 0.2 else ""))
+        size += len(parts[-1])
+    path.write_text("".join(parts), encoding="utf-8")
+    return path
+
+
+def argv(data: dict[str, str], out: Path, **settings) -> list[str]:
+    """Command-line settings of a tiny run (2 layers, 32 wide, context 32) over ``data``, into ``out``;
+    ``settings`` as keyword arguments, ``section__key=value``."""
+    s = {**data, "model.n_layer": 2, "model.n_head": 2, "model.n_embd": 32, "model.block_size": 32,
+         "train.batch_size": 4, "train.max_iters": 20, "train.eval_interval": 10, "train.eval_iters": 2,
+         "train.log_interval": 1, "train.checkpoint_interval": 10, "train.warmup_iters": 5,
+         "train.lr_decay_iters": 200, "train.learning_rate": 3e-3, "train.schedule": "cosine", "train.max_seconds": 0,
+         "train.compile": "false", "train.optimizer": "adamw", "train.sample_at_end": "false", "train.out_dir": str(out)}
+    s.update({k.replace("__", "."): v for k, v in settings.items()})
+    return [f"--{k}={v}" for k, v in s.items()]
+
+
+def records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def losses(out: Path) -> dict[tuple[int, str], float]:
+    """The loss of every training record and the val loss of every evaluation, by (step, kind)."""
+    return {(r["step"], "train" if "loss" in r else "eval"): r.get("loss", r.get("val_loss")) for r in records(out)
+            if "loss" in r or "val_loss" in r}
+
+
+def spread(model: GPT) -> GPT:
+    """Larger random weights, so attention is far from uniform, positions matter, and a random model's greedy
+    output is not one token repeated; in eval mode."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.3) if p.ndim == 2 else None
+    return model.eval()
+
+
+def imports(path: Path) -> set[str]:
+    """The top-level names of every module ``path`` imports."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """(width, height) of a PNG file, from its IHDR chunk."""
+    head = path.read_bytes()[:24]
+    assert head[:8] == PNG_MAGIC
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
