@@ -27,6 +27,27 @@ if TYPE_CHECKING:  # the settings' type only; the optimizers need nothing else o
 NS_COEFFS = (3.4445, -4.7750, 2.0315)  # quintic Newton–Schulz coefficients of modded-nanogpt
 
 
+def _optimizers_without_the_compiler() -> None:
+    """Let an optimizer be created and stepped without importing torch's compiler stack.
+
+    ``torch.optim.Optimizer`` marks ``add_param_group``, ``zero_grad``, ``state_dict`` and
+    ``load_state_dict`` as never to be traced by wrapping them in ``torch._disable_dynamo``, which imports
+    ``torch._dynamo`` on a method's first call: about 1.5 s of a laptop CPU, a third of a small run's
+    start, spent on a compiler that an eager run never uses.  The wrapper keeps the untraceable form of
+    each method in its ``__dynamo_disable`` attribute once made; this project traces no optimizer (it
+    compiles the model's blocks only, speed.py), so that form is the method itself, and saying so up front
+    spares the import.  Muon's own step imports nothing; torch's AdamW step still imports the compiler (its
+    ``_use_grad_for_differentiable``).  Where a torch release keeps no such attribute the methods import
+    the compiler as before: slower, never wrong."""
+    for name in ("add_param_group", "zero_grad", "state_dict", "load_state_dict"):
+        method = getattr(getattr(torch.optim.Optimizer, name), "__wrapped__", None)
+        if method is not None and not hasattr(method, "__dynamo_disable"):
+            setattr(method, "__dynamo_disable", method)
+
+
+_optimizers_without_the_compiler()
+
+
 @torch.no_grad()
 def newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.Tensor:
     """Approximately orthogonalise ``g`` (2-D): U Vᵀ of its SVD U S Vᵀ, singular values pushed near 1.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import time
 from typing import NamedTuple
 
@@ -64,7 +65,6 @@ class TrainStep:
         self.optimizer = build_optimizer(self.model.param_groups(), t, device.type)
         self.scaler = torch.amp.GradScaler(device.type, enabled=(self.dtype == torch.float16))
         self.autocast = hardware.autocast(device, self.dtype)
-        self.peak_flops = hardware.peak_flops(device, self.dtype) * self.proc.world_size
         self.record = speed.Record({**shape, "dtype": str(self.dtype)})
         measured = self.record.times()
         step_seconds = measured.eager_step or self.estimated_step_seconds(self.dtype)
@@ -79,9 +79,15 @@ class TrainStep:
             self.model, device_ids=[device.index] if device.type == "cuda" else None, **NO_BUFFER_SYNC)
             if self.proc.distributed else self.model)
 
+    @functools.cached_property
+    def peak_flops(self) -> float:
+        """The peak MFU is measured against (all processes): measured on first use, when the first record is
+        written, so that a run's start does not wait for the probe."""
+        return hardware.peak_flops(self.device, self.dtype) * self.proc.world_size
+
     def estimated_step_seconds(self, dtype: torch.dtype) -> float:
-        """A step at half the device's peak: a guess, for choices made before any step ran."""
-        return self.tokens_per_step * self.flops_per_token / (0.5 * hardware.peak_flops(self.device, dtype))
+        """A step at half the device's peak (the quick probe's): a guess, for choices made before any step ran."""
+        return self.tokens_per_step * self.flops_per_token / (0.5 * hardware.rough_peak(self.device, dtype))
 
     def _precision(self, record: speed.Record) -> tuple[torch.dtype, str]:
         """``train.dtype``, and 'auto' on a CPU measured: bf16 autocast where its matmuls are faster here
@@ -90,9 +96,10 @@ class TrainStep:
         t, device = self.t, self.device
         if t.dtype != "auto" or device.type != "cpu":
             return hardware.pick_dtype(t.dtype, device), f"train.dtype={t.dtype}"
-        if hardware.quick_peak(device, torch.bfloat16) < 1.5 * hardware.quick_peak(device, torch.float32):
+        measured = record.get().get("bf16_speedup") is not None  # then speed.faster_precision reads it, no probe
+        if not measured and hardware.quick_peak(device, torch.bfloat16) < 1.5 * hardware.quick_peak(device, torch.float32):
             choice, why = torch.float32, "auto: this CPU's bf16 matmuls are not faster than its float32 ones"
-        elif self.estimated_step_seconds(torch.float32) > 2.0:
+        elif not measured and self.estimated_step_seconds(torch.float32) > 2.0:
             choice, why = torch.bfloat16, "auto: bf16 matmuls are faster here, and the model's are large"
         else:
             def forward_backward(dtype: torch.dtype) -> None:  # weights, optimizer and random streams untouched
