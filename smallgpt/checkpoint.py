@@ -27,6 +27,7 @@ from typing import Any, Iterable
 import torch
 
 from model import GPT, GPTConfig
+from smallgpt.averaging import WeightAverage
 from smallgpt.errors import UserError
 from smallgpt.safefiles import fsync_dir, sweep_temps, temp_path
 
@@ -157,15 +158,20 @@ class RunState:
 
 def training_state(model: GPT, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                    config: dict[str, Any], dataset: dict[str, str], tokenizer: dict, rs: RunState,
-                   precision: str) -> dict[str, Any]:
+                   precision: str, average: WeightAverage | None = None) -> dict[str, Any]:
     """Everything a resume needs, in types ``torch.load(weights_only=True)`` accepts.
 
     ``config`` is the run's resolved settings (``Config.to_dict()``), ``dataset`` the dataset's
     ``dir`` and ``fingerprint``, ``tokenizer`` its spec (tokenizer.py), ``precision`` the number format
-    the run computed in ('float32', 'bfloat16', 'float16': what ``train.dtype = 'auto'`` chose).
+    the run computed in ('float32', 'bfloat16', 'float16': what ``train.dtype = 'auto'`` chose).  With
+    weight averaging (``average``), ``model`` is the average, the weights being trained are
+    ``train_model`` and the average's state ``average``: readers take ``model``, a resume all three.
     """
+    weights = {"model": model.state_dict()}
+    if average is not None:
+        weights = {"model": average.averaged_state(), "train_model": weights["model"], "average": average.state_dict()}
     return {"precision": precision,
-        "format": FORMAT, "model": model.state_dict(), "model_config": dataclasses.asdict(model.config),
+        "format": FORMAT, **weights, "model_config": dataclasses.asdict(model.config),
         "config": config, "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict() if scaler.is_enabled() else None,
         **dataclasses.asdict(rs),
@@ -198,6 +204,9 @@ def check_resumable(ckpt: dict[str, Any], path: Path, config: dict[str, Any], da
     was, wants = ckpt["config"].get("train", {}).get("optimizer"), config["train"]["optimizer"]
     if was != wants:
         refuse(f"it was trained with optimizer {was!r}, not {wants!r}")
+    was, wants = ckpt.get("average", {}).get("kind", ""), config["train"].get("average", "")
+    if was != wants:
+        refuse(f"it was trained with train.average={was!r}, not {wants!r}")
 
 
 def restore(ckpt: dict[str, Any], model: GPT, optimizer: torch.optim.Optimizer,
@@ -205,7 +214,7 @@ def restore(ckpt: dict[str, Any], model: GPT, optimizer: torch.optim.Optimizer,
     """Load weights, optimizer moments, GradScaler and RNG states into this run; return its progress.
 
     The optimizer's settings (learning rates, betas, ...) stay this run's: only its state is loaded."""
-    model.load_state_dict(strip_wrapper_prefixes(ckpt["model"]))
+    model.load_state_dict(strip_wrapper_prefixes(ckpt.get("train_model", ckpt["model"])))
     current = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
     optimizer.load_state_dict(ckpt["optimizer"])
     for group, settings in zip(optimizer.param_groups, current):

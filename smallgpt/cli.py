@@ -217,7 +217,8 @@ def field_docs(cls: type) -> dict[str, str]:
 
 
 def help_text(settings: type[Settings], prog: str, summary: str) -> str:
-    out = [f"usage: python {prog} [CONFIG.toml] [--section.key=value ...]", "", summary, "",
+    command = prog if prog.startswith("python ") else f"python {prog}"  # a script, or a tool run as a module
+    out = [f"usage: {command} [CONFIG.toml] [--section.key=value ...]", "", summary, "",
            "Settings come from the defaults below, then CONFIG.toml, then the command line.",
            "Booleans take true/false; lists take comma-separated values on the command line."]
     defaults = settings()

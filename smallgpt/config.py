@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from model import LONG_CONTEXT, GPTConfig
+from smallgpt.averaging import AVERAGES
 from smallgpt.cli import Settings, need
 from smallgpt.recipes import BUDGET_RULES
 
@@ -46,7 +47,7 @@ class DataConfig:
 class TrainConfig:
     out_dir: str = "out"  # run directory: checkpoints, metrics.jsonl, config.toml
     device: str = "auto"  # 'auto' (cuda, then mps, then cpu), 'cpu', 'cuda', 'cuda:1', 'mps'
-    dtype: str = "auto"  # 'auto' (bf16 on GPUs that support it, else fp16; fp32 on cpu), 'float32', 'bfloat16', 'float16'
+    dtype: str = "auto"  # 'auto' (bf16 on GPUs that support it, else fp16; on a CPU bf16 autocast where measured faster, else fp32), 'float32', 'bfloat16', 'float16'
     compile: str = "auto"  # torch.compile: 'true', 'false', or 'auto' (when the run is long enough to pay the compile back)
     seed: int = 1337  # seed for weights, data order and dropout
     batch_size: int = 16  # sequences per micro-batch (per process)
@@ -78,9 +79,19 @@ class TrainConfig:
     init_from: str = ""  # empty: from scratch; else fine-tune a run directory or checkpoint, a Hugging Face GPT-2 directory, or gpt2, gpt2-medium, gpt2-large, gpt2-xl (local Hugging Face cache)
     sample_at_end: bool = True  # print a short sample when training ends
     budget_rule: str = ""  # '' (off) or 'text': choose the optimizer and dropout from max_seconds (settings given on the command line win; no effect without max_seconds)
+    average: str = ""  # weight averaging over the end of the run: '' (off), 'ema' or 'lawa'; checkpoints then hold the average (smallgpt/averaging.py)
+    average_start: float = -1.0  # fraction of the run (of max_seconds when set, else of max_iters) after which weights are averaged; -1: where the decay starts
+    average_beta: float = 0.98  # average = 'ema': the moving average's decay per step (a window of about 1 / (1 - beta) steps)
+    average_every: int = 20  # average = 'lawa': steps between the snapshots averaged
+    average_k: int = 10  # average = 'lawa': the number of latest snapshots averaged
     tensorboard: bool = False  # also write TensorBoard scalars to out_dir/tensorboard/ (needs: pip install tensorboard)
     wandb_project: str = ""  # also log the scalars to this Weights & Biases project (needs: pip install wandb; WANDB_MODE=offline works without a network); empty = off
     wandb_run: str = ""  # the W&B run's name; empty: the run directory's name
+
+    @property
+    def averaging_from(self) -> float:
+        """The fraction of the run after which weights are averaged (train.average_start, -1 resolved)."""
+        return 1.0 - self.decay_fraction if self.average_start == -1 else self.average_start
 
     def check(self) -> None:
         need(self.batch_size >= 1, "train.batch_size", f"must be at least 1, got {self.batch_size}")
@@ -107,6 +118,12 @@ class TrainConfig:
              f"must be 'auto', 'true' or 'false', got {self.compile!r}")
         need(self.dtype in ("auto", "float32", "bfloat16", "float16"), "train.dtype",
              f"must be 'auto', 'float32', 'bfloat16' or 'float16', got {self.dtype!r}")
+        need(self.average in AVERAGES, "train.average", f"must be '', 'ema' or 'lawa', got {self.average!r}")
+        need(self.average_start == -1 or 0 <= self.average_start <= 1, "train.average_start",
+             "must be -1 (where the decay starts) or between 0 and 1")
+        need(0 < self.average_beta < 1, "train.average_beta", "must be between 0 and 1 (exclusive)")
+        need(self.average_every >= 1 and self.average_k >= 1, "train.average_every",
+             "average_every and average_k must be at least 1")
         need(self.budget_rule in ("", *BUDGET_RULES), "train.budget_rule",
              f"must be '' (off) or one of {', '.join(repr(r) for r in BUDGET_RULES)}, got {self.budget_rule!r}")
 

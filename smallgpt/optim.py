@@ -135,7 +135,7 @@ def build_optimizer(groups: dict[str, list[torch.nn.Parameter]], cfg: TrainConfi
 
     Every param group carries ``initial_lr`` (its peak learning rate); :func:`set_lr` scales it by the
     schedule.  AdamW uses the fused kernel by default (one kernel for all tensors; on CPU it is
-    also faster than foreach, see the README's measurements); ``fused=False`` selects foreach.
+    also faster than foreach, docs/performance.md); ``fused=False`` selects foreach.
     """
     params = [p for ps in groups.values() for p in ps if p.requires_grad]
     betas = (cfg.beta1, cfg.beta2)

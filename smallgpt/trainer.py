@@ -22,6 +22,7 @@ SIGTERM finishes the step, writes a checkpoint and stops.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import json
@@ -42,6 +43,7 @@ from tqdm import tqdm
 
 from model import GPT
 from smallgpt import loggers, speed
+from smallgpt.averaging import WeightAverage
 from smallgpt.batches import Batches
 from smallgpt.checkpoint import (BEST, CONFIG, LAST, RunState, check_resumable, load_checkpoint, restore, save_checkpoint,
                                  training_state)
@@ -180,7 +182,8 @@ def train(cfg: Config) -> RunState:
             report(rs, trainer.ds, trainer.out)
             if cfg.train.sample_at_end:
                 print(f"\n--- a sample (python sample.py --train.out_dir={trainer.out} for more) ---")
-                print(closing_sample(trainer.step.model, trainer.ds, cfg, device))
+                with trainer.averaged() as model:
+                    print(closing_sample(model, trainer.ds, cfg, device))
         finished = True
         return rs
     finally:
@@ -225,11 +228,15 @@ class Trainer:
             self.step = TrainStep(model_config, t, device, self.batches, proc,
                                   weights=None if self.resuming else start.weights(),
                                   teachers=load_teachers(t.distill_from, self.ds, model_config, device))
+            self.average = (WeightAverage(self.step.model, t.average, t.averaging_from, t.average_beta,
+                                          t.average_every, t.average_k) if t.average else None)
             self.rs = RunState()
             if self.resuming:
                 ckpt = load_checkpoint(self.out / LAST, map_location=device)
                 check_resumable(ckpt, self.out / LAST, cfg.to_dict(), self.dataset_info, self.ds.meta["tokenizer"])
                 self.rs = restore(ckpt, self.step.model, self.step.optimizer, self.step.scaler)
+                if self.average:
+                    self.average.load_state_dict(ckpt["average"])
                 del ckpt
             if proc.is_main:
                 self._write(self._open_run_dir)
@@ -319,6 +326,11 @@ class Trainer:
               f"{s.tokens_per_step:,} tokens/step, optimizer {t.optimizer}, schedule {t.schedule}; "
               f"run directory {self.out}" + (f", resuming at step {self.rs.step}" if self.resuming else "")
               + (f", starting from {t.init_from}" if t.init_from and not self.resuming else ""))
+        if self.average:
+            print(f"weight averaging: {t.average} from {t.averaging_from:.0%} of the run"
+                  + (f", beta {t.average_beta:g}" if t.average == "ema" else
+                     f", the last {t.average_k} snapshots {t.average_every} steps apart")
+                  + "; evaluations, best.pt and every checkpoint's model are the average")
         if s.teachers:
             print(f"distilling from {t.distill_from} ({len(s.teachers)} teacher(s), their mean probabilities): "
                   f"loss = {1 - t.distill_weight:g} x cross-entropy + {t.distill_weight:g} x KL divergence; "
@@ -354,14 +366,17 @@ class Trainer:
                 raise NonFiniteLoss(f"the weights are not finite at step {self.rs.step}; "
                                     + ADVICE.format(lr=self.t.learning_rate))
             state = training_state(s.model, s.optimizer, s.scaler, self.cfg.to_dict(), self.dataset_info,
-                                   self.ds.meta["tokenizer"], self.rs, str(s.dtype).removeprefix("torch."))
+                                   self.ds.meta["tokenizer"], self.rs, str(s.dtype).removeprefix("torch."), self.average)
             for name in names:
                 save_checkpoint(self.out / name, state)
 
     def evaluate(self) -> None:
-        """Loss and bits per byte on the fixed eval windows; best.pt when val improved."""
+        """Loss and bits per byte on the fixed eval windows (of the average, with weight averaging); best.pt
+        when val improved."""
         t0, rs, ds = time.perf_counter(), self.rs, self.ds
-        losses = estimate_loss(self.step.eval_model, self.batches, self.t.eval_iters, self.proc, self.step.autocast)
+        with self.averaged():
+            losses = estimate_loss(self.step.eval_model, self.batches, self.t.eval_iters, self.proc,
+                                   self.step.autocast)
         if not all(math.isfinite(v) for v in losses.values()):
             raise NonFiniteLoss(f"the evaluation loss became {losses['val']} at step {rs.step}; "
                                 + ADVICE.format(lr=self.t.learning_rate))
@@ -374,6 +389,10 @@ class Trainer:
         if losses["val"] < rs.best_val_loss:
             rs.best_val_loss = losses["val"]
             self.save(BEST)
+
+    def averaged(self) -> contextlib.AbstractContextManager:
+        """The model holding the weights the run keeps: the average with weight averaging, else its own."""
+        return self.average.applied() if self.average else contextlib.nullcontext(self.step.model)
 
     def _on_interrupt(self, signum, frame) -> None:
         """The first Ctrl-C (or SIGTERM, as a scheduler sends before it preempts a job): finish this step,
@@ -426,6 +445,11 @@ class Trainer:
                 raise NonFiniteLoss(f"the gradient norm became {grad_norm} at step {rs.step + 1} and that step was "
                                     "not applied; " + ADVICE.format(lr=t.learning_rate))
             rs.step += 1
+            if self.average:  # its cost is the run's: counted as training time
+                t0 = time.perf_counter()
+                self.average.update(rs.step, (rs.train_seconds + seconds) / t.max_seconds if t.max_seconds > 0
+                                    else rs.step / max(1, t.max_iters))
+                seconds += time.perf_counter() - t0
             rs.train_seconds += seconds
             step_times.append(seconds)
             rs.tokens_seen += s.tokens_per_step

@@ -7,7 +7,7 @@ per option, each differing from the recipe in that option alone, for each time b
 
 Each run is ``train.py`` in a subprocess with ``--train.max_seconds`` set, so the schedule ends with
 the budget; ``train_seconds`` excludes evaluation and checkpoints, and preparing the corpus happens
-once up front and is reported apart.  Example (the README's ablation table):
+once up front and is reported apart.  Example (the ablation table of docs/cpu-race.md):
 
     python -m tools.race config/text-cpu.toml --data.source=pride-and-prejudice.txt \\
         --race.budgets=60 --race.seeds=3
@@ -133,7 +133,7 @@ def median_or_none(xs: list) -> float | None:
 
 
 def markdown_table(results: dict[str, dict], target: float) -> str:
-    """The figures as the README's ablation table: one row per variant, a column pair per budget."""
+    """The figures as the ablation table of docs/cpu-race.md: one row per variant, a column pair per budget."""
     budgets = sorted({res["budget_s"] for res in results.values()})
     names = list(dict.fromkeys(res["variant"] for res in results.values()))
     head = ["variant (one change from the recipe)"]
