@@ -70,6 +70,7 @@ class TrainConfig:
     grad_clip: float = 1.0  # clip the gradient norm to this; 0 = off
     eval_interval: int = 100  # evaluate every this many steps (and at the end)
     eval_iters: int = 10  # batches per evaluation (always the same windows)
+    eval_early: int = 0  # also evaluate every this many steps before step eval_interval: the start of the curve in detail; 0 = off
     log_interval: int = 10  # write a metrics record every this many steps
     checkpoint_interval: int = 200  # write ckpt.pt every this many steps (and at the end)
     resume: bool = False  # continue the run in out_dir from its ckpt.pt
@@ -112,6 +113,7 @@ class TrainConfig:
         need(0 <= self.decay_fraction <= 1, "train.decay_fraction", "must be between 0 and 1")
         need(self.grad_clip >= 0, "train.grad_clip", "must be 0 (off) or more")
         need(0 < self.distill_weight <= 1, "train.distill_weight", "must be more than 0 and at most 1")
+        need(self.eval_early >= 0, "train.eval_early", "must be 0 (off) or more")
         for key in ("eval_interval", "eval_iters", "log_interval", "checkpoint_interval"):
             need(getattr(self, key) >= 1, f"train.{key}", "must be at least 1")
         need(self.compile in ("auto", "true", "false"), "train.compile",

@@ -14,6 +14,8 @@ from smallgpt.cli import toml_value
 if TYPE_CHECKING:
     from smallgpt.config import Config
 
+Rule = list[tuple[float, list[dict[str, Any]]]]  # [(budgets below this many seconds, groups of settings)]
+
 # What a recipe should change with its time budget: rule -> [(budgets below this many seconds, settings)],
 # the first row that fits applies.  'text' is config/text-cpu.toml's, measured on ~1 MB of English
 # (docs/cpu-race.md): in a minute or two there is no time to overfit, and dropout only slows a CPU down
@@ -22,13 +24,18 @@ if TYPE_CHECKING:
 # dropout stays (without it, +0.68 bpb at ten minutes).
 # A row holds groups of settings that go together: a group applies whole, or (if the command line gave any
 # of its settings) not at all.
-BUDGET_RULES: dict[str, list[tuple[float, list[dict[str, Any]]]]] = {
+BUDGET_RULES: dict[str, Rule] = {
     "text": [
         (150.0, [{"model.dropout": 0.0}]),
         (450.0, []),
         (float("inf"), [{"train.optimizer": "adamw", "train.learning_rate": 3e-3, "train.min_lr": 3e-4}]),
     ],
 }
+
+
+def rule_groups(rule: Rule, seconds: float) -> list[dict[str, Any]]:
+    """The groups of settings ``rule`` chooses for a budget of ``seconds``: the first row that fits."""
+    return next(groups for below, groups in rule if seconds < below)
 
 
 def apply_budget_rule(cfg: Config) -> str | None:
@@ -40,7 +47,7 @@ def apply_budget_rule(cfg: Config) -> str | None:
     seconds = cfg.train.max_seconds
     if seconds <= 0:
         return f"budget rule '{rule}': no time budget (train.max_seconds=0), so the recipe as written"
-    groups = next(g for below, g in BUDGET_RULES[rule] if seconds < below)
+    groups = rule_groups(BUDGET_RULES[rule], seconds)
     chosen, kept = {}, []
     for group in groups:
         given = [k for k in group if k in cfg.on_command_line]
@@ -55,3 +62,13 @@ def apply_budget_rule(cfg: Config) -> str | None:
     what = ", ".join(f"{k}={toml_value(v)}" for k, v in chosen.items()) or "the recipe as written"
     return (f"budget rule '{rule}' for {seconds:g} s: {what}"
             + (f" (the command line's {', '.join(kept)} kept, with what goes with it)" if kept else ""))
+
+
+NO_DROPOUT = {"model.dropout": 0.0}
+# The rules the text recipe's was chosen among, on several corpora (tools/race.py --race.rules=...; each with and
+# without weight averaging: docs/cpu-race.md).
+CANDIDATE_RULES: dict[str, Rule] = {
+    "text": BUDGET_RULES["text"],
+    "muon": [(150.0, [NO_DROPOUT]), (float("inf"), [])],  # Muon at every budget
+    "muon-decay50": [(150.0, [NO_DROPOUT]), (450.0, []), (float("inf"), [{"train.decay_fraction": 0.5}])],
+}

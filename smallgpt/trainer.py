@@ -116,11 +116,12 @@ def trim_metrics(path: Path, step: int) -> None:
 
 
 @torch.no_grad()
-def estimate_loss(model: torch.nn.Module, batches: Batches, eval_iters: int, proc: Proc, ctx) -> dict[str, float]:
-    """Mean loss over the fixed eval windows of val and train, shared out over ranks and all-reduced."""
+def estimate_loss(model: torch.nn.Module, batches: Batches, eval_iters: int, proc: Proc, ctx,
+                  splits: tuple[str, ...] = ("val", "train")) -> dict[str, float]:
+    """Mean loss over the fixed eval windows of ``splits``, shared out over ranks and all-reduced."""
     model.eval()
     out = {}
-    for split in ("val", "train"):
+    for split in splits:
         total = torch.zeros(2, device=batches.device)  # loss sum, batch count
         for i in range(proc.rank, eval_iters, proc.world_size):
             x, y = batches.eval(split, i)
@@ -377,13 +378,19 @@ class Trainer:
         with self.averaged():
             losses = estimate_loss(self.step.eval_model, self.batches, self.t.eval_iters, self.proc,
                                    self.step.autocast)
+        trained = {}  # what averaging bought: the trained weights' own val loss beside the average's
+        if self.average and self.average.started:
+            trained = estimate_loss(self.step.eval_model, self.batches, self.t.eval_iters, self.proc,
+                                    self.step.autocast, splits=("val",))
         if not all(math.isfinite(v) for v in losses.values()):
             raise NonFiniteLoss(f"the evaluation loss became {losses['val']} at step {rs.step}; "
                                 + ADVICE.format(lr=self.t.learning_rate))
         bpb = {s: losses[s] / math.log(2) / ds.bytes_per_token(s) for s in losses}
         self.record({"step": rs.step, "train_seconds": rs.train_seconds, "val_loss": losses["val"],
-                  "val_bpb": bpb["val"], "train_loss": losses["train"], "train_bpb": bpb["train"],
-                  "eval_seconds": round(time.perf_counter() - t0, 3)})
+                     "val_bpb": bpb["val"], "train_loss": losses["train"], "train_bpb": bpb["train"],
+                     **({"trained_val_loss": trained["val"],
+                         "trained_val_bpb": trained["val"] / math.log(2) / ds.bytes_per_token("val")} if trained else {}),
+                     "eval_seconds": round(time.perf_counter() - t0, 3)})
         self.progress.write(f"step {rs.step}: val {bpb['val']:.4f} bpb (loss {losses['val']:.4f}), "
                             f"train {bpb['train']:.4f} bpb, {rs.train_seconds:.1f}s")
         if losses["val"] < rs.best_val_loss:
@@ -468,7 +475,8 @@ class Trainer:
             if self._stop_requested():
                 self.interrupted = self.interrupted or int(signal.SIGINT)  # another process was interrupted
                 break
-            if rs.step % t.eval_interval == 0:
+            if rs.step % t.eval_interval == 0 or (t.eval_early and rs.step < t.eval_interval
+                                                  and rs.step % t.eval_early == 0):
                 self.evaluate()
                 last_eval = rs.step
             if rs.step % t.checkpoint_interval == 0:

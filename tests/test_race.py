@@ -64,6 +64,42 @@ def test_a_tiny_race_two_at_a_time_writes_every_run(tmp_path, capsys):
     assert "| recipe: — |" in table and "| qk_norm: `model.qk_norm=false` |" in table
 
 
+def test_tuning_the_budget_rule_on_several_corpora_against_a_baseline(tmp_path, capsys, monkeypatch):
+    """Two corpora, two candidate rules (which agree at 1 s: run once), with and without the observed EMA,
+    each a ratio to a tiny baseline recipe; the pick and its table; a second race reuses the finished runs."""
+    monkeypatch.chdir(tmp_path)  # the corpora's datasets go to data/ here
+    corpora = []
+    for name, line in (("prose", "It is a truth universally acknowledged, that a single man must want a wife.\n"),
+                       ("code", "def f(x):\n    return [i * x for i in range(10) if i % 2]\n")):
+        (tmp_path / f"{name}.txt").write_text(line * 300)
+        corpora.append(str(tmp_path / f"{name}.txt"))
+    baseline = tmp_path / "baseline.toml"
+    baseline.write_text('[data]\ntokenizer = "bytes"\n[model]\nn_layer = 1\nn_head = 2\nn_embd = 16\nblock_size = 16\n'
+                        '[train]\nmax_iters = 6\nmax_seconds = 0.0\neval_interval = 3\neval_iters = 1\nbatch_size = 4\n'
+                        f'compile = "false"\nout_dir = "{tmp_path / "unused"}"\n')
+    out = tmp_path / "race.json"
+    args = [RECIPE, "--data.vocab_size=300", "--model.n_layer=1", "--model.n_embd=32", "--model.n_head=2",
+            "--model.block_size=16", "--train.batch_size=4", "--train.eval_iters=1", "--race.budgets=1",
+            "--race.seeds=1", f"--race.corpora={','.join(corpora)}", "--race.rules=text,muon", "--race.jobs=2",
+            f"--race.baseline={baseline}", "--race.eval_interval=10", "--race.eval_early=2",
+            "--race.average=ema", f"--race.out_dir={tmp_path / 'runs'}", f"--race.json={out}"]
+    race.main(args)
+    got = json.loads(out.read_text())
+    assert set(got["baseline"]) == {"prose", "code"} and all(b["val_bpb"] > 0 for b in got["baseline"].values())
+    assert set(got["cells"]) == {f"{c}|1|{n}" for c in ("prose", "code") for n in ("text", "muon", "text+ema", "muon+ema")}
+    cell = got["cells"]["prose|1|muon"]
+    assert cell["ratio"] == pytest.approx(cell["val_bpb"] / got["baseline"]["prose"]["val_bpb"])
+    assert got["cells"]["prose|1|text"]["val_bpb"] == cell["val_bpb"]  # the two rules agree at 1 s: one run
+    runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert runs == ["code-1s-dropout=0.0-seed0", "code-baseline-seed0", "prose-1s-dropout=0.0-seed0",
+                    "prose-baseline-seed0"]
+    assert got["picks"]["1"]["chosen"] in {"text", "muon", "text+ema", "muon+ema"}
+    said = capsys.readouterr()
+    assert "**1 s** (median of 1 seeds; chosen:" in said.out and "| `muon+ema` |" in said.out
+    race.main(args)
+    assert json.loads(out.read_text())["cells"] == got["cells"] and capsys.readouterr().err.count("reused") == 4
+
+
 # --------------------------------------------------------------------------- the chart
 
 

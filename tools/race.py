@@ -18,6 +18,21 @@ runs per hour, and every run still gets the same share of the machine, but each 
 threads than a lone ``train.py`` would use, so its tokens/s (and bits per byte) are those of a
 smaller machine.  Never run a race beside other work: it would time the neighbour.
 
+**Tuning the budget rule** (``--race.rules=text,muon,...``, candidates of smallgpt/recipes.py): each candidate
+rule, resolved at each budget (candidates that agree at a budget share one run), on each corpus of
+``race.corpora`` (``python -m tools.corpora`` builds them) and each seed, with the weight averaging of
+``race.average`` observed in the same runs (the average leaves the trained weights as they are, and the
+runs evaluate both, so every candidate is reported with and without it); the ``race.baseline`` recipe
+(nanoGPT's) runs once per corpus and seed, and every figure is also a ratio to its result there, with the
+training time at which the candidate first reached it.  For each budget the race picks the candidate
+with the lowest median ratio over the corpora among those that lose at most 0.01 bpb on any corpus
+against the best candidate there.  Finished runs are reused (``race.reuse``): a long race can stop and
+go on, one budget at a time.  The command of docs/cpu-race.md's tables:
+
+    python -m tools.race config/text-cpu.toml --race.corpora=novel,quotations,vimdoc,german \\
+        --race.rules=text,muon,muon-decay50 --race.budgets=60,300,600 --race.seeds=2 --race.jobs=2 \\
+        --race.eval_interval=100 --race.json=race-rules.json
+
 **The chart.**  ``--race.chart=race.json`` draws a race.json instead of racing (several, comma-separated,
 side by side: say a 60-s race with 3 seeds and a 600-s race with 1): one panel per time budget, each
 variant's median val bits per byte as a dot, the spread over its seeds (min..max) as an error bar, the
@@ -26,6 +41,7 @@ image (``--plot.out``, its size); it needs matplotlib.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import statistics
@@ -43,9 +59,12 @@ from smallgpt.curves import METRICS, evaluations, read_records
 from smallgpt.dataset import dataset_dir
 from smallgpt.errors import UserError
 from smallgpt.pipeline import prepare
+from smallgpt.recipes import CANDIDATE_RULES, rule_groups
+from smallgpt.safefiles import atomic_write
 from smallgpt.plots import PlotConfig, matplotlib_figure, save
 
 ROOT = Path(__file__).resolve().parents[1]
+RACE_COMMAND = ".race-command"  # in a finished run's directory: the command that ran it
 
 SUMMARY = "Ablate the model and optimizer options in fixed budgets of training time (val bits per byte)."
 
@@ -61,6 +80,13 @@ class RaceConfig:
     out_dir: str = "out-race"  # where the runs are written
     json: str = "race.json"  # where the figures are written
     chart: str = ""  # draw these race.json files (comma-separated) as a chart instead of racing; --plot.out names the image
+    corpora: str = ""  # run every variant on each of these (comma-separated: names of tools/corpora.py in corpora_dir, or text files); empty: data.source
+    corpora_dir: str = "data/corpora"  # where python -m tools.corpora wrote the corpora named in race.corpora
+    rules: str = ""  # tune the budget rule instead of ablating: these candidate rules (comma-separated; smallgpt/recipes.py CANDIDATE_RULES)
+    baseline: str = "config/nanogpt-cpu.toml"  # rules: the recipe every corpus's figures are a ratio to (its own steps and settings); empty: none
+    average: str = "ema"  # rules: weight averaging observed in every run ('' or 'ema'/'lawa'): each candidate is reported with and without it
+    reuse: bool = True  # a run finished by an earlier race with the same command is read, not run again (a long race can stop and go on)
+    eval_early: int = 5  # rules: also evaluate every this many steps before step race.eval_interval (when the baseline's result is first reached)
 
     def check(self) -> None:
         need(self.seeds >= 1 and self.eval_interval >= 1, "race.seeds", "seeds and eval_interval must be at least 1")
@@ -70,6 +96,10 @@ class RaceConfig:
         except ValueError:
             ok = False
         need(ok, "race.budgets", f"must be comma-separated positive numbers of seconds, got {self.budgets!r}")
+        unknown = [name for name in comma_list(self.rules) if name not in CANDIDATE_RULES]
+        need(not unknown, "race.rules", f"unknown rule {', '.join(unknown)}; the candidates are {', '.join(CANDIDATE_RULES)}")
+        need(self.average in ("", "ema", "lawa"), "race.average", f"must be '', 'ema' or 'lawa', got {self.average!r}")
+        need(self.eval_early >= 0, "race.eval_early", "must be 0 (off) or more")
 
 
 @dataclass
@@ -265,7 +295,248 @@ def chart(files: list[str], cfg: PlotConfig) -> Path:
     return out
 
 
-# --------------------------------------------------------------------------- the race
+# --------------------------------------------------------------------------- the runs
+
+
+def corpus_sources(r: RaceConfig, source: str | list[str]) -> dict[str, str | list[str]]:
+    """name -> data.source of each corpus the race runs on: race.corpora (a name of tools/corpora.py found in
+    race.corpora_dir, or a text file), else the config's own data.source."""
+    if not r.corpora:
+        return {"": source}
+    out = {}
+    for item in comma_list(r.corpora):
+        path = Path(item) if Path(item).is_file() else Path(r.corpora_dir) / f"{item}.txt"
+        if not path.is_file():
+            raise UserError(f"--race.corpora: no corpus {item!r} (neither a file nor {path}); build the corpora "
+                            f"with python -m tools.corpora --corpora.out_dir={r.corpora_dir}")
+        out[Path(item).stem if Path(item).is_file() else item] = str(path)
+    return out
+
+
+class Runner:
+    """train.py in subprocesses, ``race.jobs`` at a time with the cores split between them."""
+
+    def __init__(self, cfg: RaceSettings, argv: list[str]):
+        r = self.r = cfg.race
+        self.config_file = next((a for a in argv if not a.startswith("--")), None)
+        self.passed = [a for a in argv if a.startswith("--") and not a.startswith(("--race.", "--plot."))]
+        self.threads = max(1, (os.cpu_count() or 1) // r.jobs)
+        self.env = {**os.environ, **({"OMP_NUM_THREADS": str(self.threads)} if r.jobs > 1 else {})}
+        self.out_root = Path(r.out_dir)
+        if r.jobs > 1:
+            print(f"race: {r.jobs} runs at a time, {self.threads} thread(s) each", file=sys.stderr)
+
+    def train(self, run_dir: Path, args: list[str], baseline: str = "") -> Path:
+        """One run into ``run_dir`` (replaced): the race's config and the command line's settings, then ``args``;
+        or the ``baseline`` config and ``args`` alone."""
+        given = [baseline] if baseline else [*([self.config_file] if self.config_file else []), *self.passed]
+        cmd = [sys.executable, str(ROOT / "train.py"), *given, *args,
+               f"--train.out_dir={run_dir}", "--train.overwrite=true", "--train.sample_at_end=false"]
+        said = json.dumps({"command": cmd[1:], "threads": self.threads})  # what decides the run's figures
+        if self.r.reuse and (run_dir / RACE_COMMAND).is_file() and (run_dir / RACE_COMMAND).read_text() == said:
+            print(f"race: {run_dir.name} (done already: reused)", file=sys.stderr, flush=True)
+            return run_dir
+        print(f"race: {run_dir.name}", file=sys.stderr, flush=True)
+        (run_dir / RACE_COMMAND).unlink(missing_ok=True)
+        done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=self.env)
+        if done.returncode != 0:
+            raise UserError(f"run {run_dir} failed: {(done.stderr.strip().splitlines() or ['no output'])[-1]}")
+        (run_dir / RACE_COMMAND).write_text(said)  # written last: only a finished run is reused
+        return run_dir
+
+    def map(self, fn, items: list) -> list:
+        """``fn`` over ``items``, race.jobs at a time; after a failed run no further run starts."""
+        pool = ThreadPoolExecutor(max_workers=self.r.jobs)  # its threads only wait on subprocesses
+        try:
+            return list(pool.map(fn, items))
+        finally:
+            pool.shutdown(cancel_futures=True)
+
+
+def budget_args(budget: float, seed: int, r: RaceConfig) -> list[str]:
+    return [f"--train.max_seconds={budget:g}", f"--train.seed={1337 + seed}", "--train.max_iters=100000000",
+            f"--train.eval_interval={r.eval_interval}", "--train.checkpoint_interval=100000000"]
+
+
+def prepared(cfg: RaceSettings, source: str | list[str]) -> str:
+    """The dataset of ``source`` with the race's [data] settings, prepared once, outside every timed run."""
+    data = dataclasses.replace(cfg.data, source=source, dir="" if cfg.race.corpora else cfg.data.dir)
+    t0 = time.perf_counter()
+    prepare(data, min_tokens=cfg.model.block_size + 1)
+    print(f"race: dataset {dataset_dir(data)} ready in {time.perf_counter() - t0:.1f}s (not counted below)",
+          file=sys.stderr)
+    return str(dataset_dir(data))
+
+
+# --------------------------------------------------------------------------- the ablation
+
+
+def ablate(cfg: RaceSettings, runner: Runner) -> dict[str, dict]:
+    """Every variant (one option flipped against the recipe) at every budget, seed and corpus."""
+    r = cfg.race
+    table = variants(cfg)
+    chosen = list(table) if r.variants == "all" else comma_list(r.variants)
+    unknown = [v for v in chosen if v not in table]
+    if unknown:
+        raise UserError(f"--race.variants: unknown {', '.join(unknown)}; choose from {', '.join(table)}")
+    budgets = [float(b) for b in r.budgets.split(",") if b.strip()]
+    corpora = corpus_sources(r, cfg.data.source)
+    data = {name: ["--data.source=" + str(src), f"--data.dir={prepared(cfg, src)}"] if name else []
+            for name, src in corpora.items()}
+    runs = [(corpus, name, budget, seed) for corpus in corpora for name in chosen for budget in budgets
+            for seed in range(r.seeds)]
+
+    def run_one(key: tuple[str, str, float, int]) -> dict:
+        corpus, name, budget, seed = key
+        settings = table[name] if "data.dir" not in table[name] or not corpus else \
+            {k: v for k, v in table[name].items() if k != "data.dir"}  # a corpus's variant prepares its own
+        run_dir = runner.out_root / f"{corpus + '-' if corpus else ''}{name}-{budget:g}s-seed{seed}"
+        args = [*data[corpus], *overrides(settings), *budget_args(budget, seed, r)]
+        return read_run(runner.train(run_dir, args), r.target_bpb)
+
+    got = dict(zip(runs, runner.map(run_one, runs)))
+    results: dict[str, dict] = {}
+    for corpus in corpora:
+        for name in chosen:
+            for budget in budgets:
+                per_seed = [got[(corpus, name, budget, seed)] for seed in range(r.seeds)]
+                key = (f"{corpus}:" if corpus else "") + result_key(name, budget)
+                res = results[key] = {
+                    "variant": name, "budget_s": budget, "settings": table[name], "threads": runner.threads,
+                    "runs": per_seed, **({"corpus": corpus} if corpus else {}),
+                    **{k: median_or_none([x[k] for x in per_seed])
+                       for k in ("val_bpb", "best_val_bpb", "train_bpb", "seconds_to_target", "tokens_per_s", "steps")}}
+                print(f"{key:>30} val {res['val_bpb']:.4f} bpb (best {res['best_val_bpb']:.4f}), "
+                      f"{res['tokens_per_s'] or 0:,.0f} tok/s, {res['steps']:.0f} steps"
+                      + (f", reached {r.target_bpb} bpb at {res['seconds_to_target']}s" if r.target_bpb > 0 else ""),
+                      flush=True)
+    for corpus in corpora:
+        if corpus:
+            print(f"\n{corpus}:")
+        print(markdown_table({k: v for k, v in results.items() if v.get("corpus", "") == corpus}, r.target_bpb))
+    return results
+
+
+# --------------------------------------------------------------------------- tuning the budget rule
+
+
+def curve(run_dir: Path) -> list[tuple[float, float, float]]:
+    """(training seconds, val bpb of the trained weights, val bpb of what the run keeps) at every evaluation;
+    the two differ only once weight averaging has started."""
+    return [(e["train_seconds"], e.get("trained_val_bpb", e["val_bpb"]), e["val_bpb"])
+            for e in evaluations(read_records(run_dir / METRICS))]
+
+
+def first_reached(points: list[tuple[float, float, float]], target: float) -> float | None:
+    """The training time of the first evaluation of the trained weights at or below ``target`` bpb."""
+    return next((t for t, trained, _ in points if trained <= target), None)
+
+
+def tune(cfg: RaceSettings, runner: Runner) -> dict[str, Any]:
+    """Every candidate rule on every corpus at every budget and seed, each with and without weight averaging
+    (observed in the same run: the average leaves the trained weights as they are, and the run evaluates both),
+    as ratios to the baseline recipe on that corpus; and the rule each budget picks."""
+    r = cfg.race
+    names, budgets = comma_list(r.rules), [float(b) for b in r.budgets.split(",") if b.strip()]
+    corpora = corpus_sources(r, cfg.data.source)
+    data = {name: [f"--data.source={src}", f"--data.dir={prepared(cfg, src)}"] for name, src in corpora.items()}
+    observe = [f"--train.average={r.average}"] if r.average else []
+    # the runs: each distinct setting a budget resolves to, once (candidates often agree at a budget)
+    distinct: dict[tuple[float, str], dict] = {}
+    for budget in budgets:
+        for name in names:
+            settings = {k: v for g in rule_groups(CANDIDATE_RULES[name], budget) for k, v in g.items()}
+            distinct.setdefault((budget, json.dumps(settings, sort_keys=True)), settings)
+    labels = {key: f"{budget:g}s-" + ("-".join(f"{k.split('.')[1]}={v}" for k, v in s.items()) or "recipe")
+              for key, s in distinct.items() for budget in [key[0]]}
+    runs = [("run", corpus, key, seed) for corpus in corpora for key in distinct for seed in range(r.seeds)]
+    if r.baseline:
+        runs = [("baseline", corpus, None, seed) for corpus in corpora for seed in range(r.seeds)] + runs
+
+    def run_one(job: tuple) -> list[tuple[float, float, float]]:
+        kind, corpus, key, seed = job
+        if kind == "baseline":
+            run_dir = runner.out_root / f"{corpus}-baseline-seed{seed}"
+            return curve(runner.train(run_dir, [f"--data.source={corpora[corpus]}", f"--train.seed={1337 + seed}"],
+                                      baseline=r.baseline))
+        run_dir = runner.out_root / f"{corpus}-{labels[key]}-seed{seed}"
+        args = [*data[corpus], *overrides(distinct[key]), *observe, *budget_args(key[0], seed, r),
+                f"--train.eval_early={r.eval_early}", "--train.budget_rule="]
+        return curve(runner.train(run_dir, args))
+
+    got = dict(zip(runs, runner.map(run_one, runs)))
+    base = {corpus: {"val_bpb": statistics.median(got[("baseline", corpus, None, s)][-1][1] for s in range(r.seeds)),
+                     "train_seconds": statistics.median(got[("baseline", corpus, None, s)][-1][0]
+                                                        for s in range(r.seeds))}
+            for corpus in corpora} if r.baseline else {}
+    cells: dict[str, dict] = {}  # 'corpus|budget|candidate' -> figures
+    for corpus in corpora:
+        for budget in budgets:
+            for name in names:
+                settings = {k: v for g in rule_groups(CANDIDATE_RULES[name], budget) for k, v in g.items()}
+                key = (budget, json.dumps(settings, sort_keys=True))
+                points = [got[("run", corpus, key, s)] for s in range(r.seeds)]
+                for averaged in ([False, True] if r.average else [False]):
+                    bpb = [p[-1][2 if averaged else 1] for p in points]
+                    target = base.get(corpus, {}).get("val_bpb")
+                    hits = [first_reached(p, target) for p in points] if target else []
+                    cell = {"corpus": corpus, "budget_s": budget, "rule": name, "average": r.average if averaged else "",
+                            "settings": settings, "val_bpb": statistics.median(bpb), "seeds": bpb,
+                            "seconds_to_baseline": median_or_none(hits) if hits and None not in hits else None}
+                    if target:
+                        cell["ratio"] = cell["val_bpb"] / target
+                    cells[f"{corpus}|{budget:g}|{candidate_name(name, cell['average'])}"] = cell
+    picks = {f"{b:g}": pick(cells, b) for b in budgets}
+    out = {"baseline": base, "cells": cells, "picks": picks, "threads": runner.threads, "seeds": r.seeds}
+    print(rule_tables(out, list(corpora), budgets))
+    return out
+
+
+def candidate_name(rule: str, average: str) -> str:
+    return f"{rule}+{average}" if average else rule
+
+
+def pick(cells: dict[str, dict], budget: float, tolerance: float = 0.01) -> dict[str, Any]:
+    """The candidate with the lowest median over corpora of its ratio to the baseline, among those that lose no
+    more than ``tolerance`` bpb on any corpus against the best candidate there (else the lowest median, said)."""
+    here = [c for c in cells.values() if c["budget_s"] == budget]
+    corpora = sorted({c["corpus"] for c in here})
+    best = {corpus: min(c["val_bpb"] for c in here if c["corpus"] == corpus) for corpus in corpora}
+    scores = {}
+    for name in dict.fromkeys(candidate_name(c["rule"], c["average"]) for c in here):
+        mine = [c for c in here if candidate_name(c["rule"], c["average"]) == name]
+        ratios = [c.get("ratio", c["val_bpb"]) for c in mine]
+        scores[name] = {"median_ratio": statistics.median(ratios),
+                        "worst_loss": max(c["val_bpb"] - best[c["corpus"]] for c in mine)}
+    within = [n for n, s in scores.items() if s["worst_loss"] <= tolerance]
+    chosen = min(within or scores, key=lambda n: scores[n]["median_ratio"])
+    return {"chosen": chosen, "within_tolerance": bool(within), "tolerance": tolerance, "scores": scores}
+
+
+def rule_tables(out: dict[str, Any], corpora: list[str], budgets: list[float]) -> str:
+    """docs/cpu-race.md's tables: per budget, each candidate's val bpb on each corpus (median of the seeds),
+    its ratio to the baseline there, the median ratio, the worst loss against the best candidate of a corpus,
+    and when it first reached the baseline's result."""
+    lines = []
+    if out["baseline"]:
+        lines += ["| corpus | baseline val bpb | its training time |", "|---|---|---|"]
+        lines += [f"| {c} | {b['val_bpb']:.3f} | {b['train_seconds']:.1f} s |" for c, b in out["baseline"].items()]
+    for budget in budgets:
+        p = out["picks"][f"{budget:g}"]
+        head = ["candidate", *[f"{c}: bpb (× baseline)" for c in corpora], "median ×", "worst loss", "reached baseline at"]
+        lines += ["", f"**{budget:g} s** (median of {out['seeds']} seeds; chosen: `{p['chosen']}`"
+                  + ("" if p["within_tolerance"] else ", none within the tolerance") + ")", "",
+                  "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for name, score in p["scores"].items():
+            row = [f"`{name}`"]
+            hits = []
+            for corpus in corpora:
+                c = out["cells"][f"{corpus}|{budget:g}|{name}"]
+                row.append(f"{c['val_bpb']:.3f}" + (f" ({c['ratio']:.2f})" if "ratio" in c else ""))
+                hits.append(f"{c['seconds_to_baseline']:.0f}" if c["seconds_to_baseline"] is not None else "—")
+            row += [f"{score['median_ratio']:.3f}", f"{score['worst_loss']:+.3f}", " / ".join(hits) + " s"]
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
 
 
 def main(argv: list[str]) -> int:
@@ -274,61 +545,11 @@ def main(argv: list[str]) -> int:
     if r.chart:
         print(chart(comma_list(r.chart), cfg.plot))
         return 0
-    config_file = next((a for a in argv if not a.startswith("--")), None)
-    passed = [a for a in argv if a.startswith("--") and not a.startswith("--race.")]
-    table = variants(cfg)
-    chosen = list(table) if r.variants == "all" else comma_list(r.variants)
-    unknown = [v for v in chosen if v not in table]
-    if unknown:
-        raise UserError(f"--race.variants: unknown {', '.join(unknown)}; choose from {', '.join(table)}")
-    budgets = [float(b) for b in r.budgets.split(",") if b.strip()]
-
-    t0 = time.perf_counter()
-    prepare(cfg.data, min_tokens=cfg.model.block_size + 1)  # once, outside every timed run
-    print(f"race: dataset {dataset_dir(cfg.data)} ready in {time.perf_counter() - t0:.1f}s (not counted below)",
-          file=sys.stderr)
-    out_root = Path(r.out_dir)
-    threads = max(1, (os.cpu_count() or 1) // r.jobs)
-    env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if r.jobs > 1 else {})}
-    runs = [(name, budget, seed) for name in chosen for budget in budgets for seed in range(r.seeds)]
-
-    def run_one(key: tuple[str, float, int]) -> dict:
-        name, budget, seed = key
-        run_dir = out_root / f"{name}-{budget:g}s-seed{seed}"
-        cmd = [sys.executable, str(ROOT / "train.py"), *([config_file] if config_file else []), *passed,
-               *overrides(table[name]), f"--train.max_seconds={budget:g}", f"--train.seed={1337 + seed}",
-               f"--train.out_dir={run_dir}", "--train.overwrite=true", "--train.sample_at_end=false",
-               "--train.max_iters=100000000", f"--train.eval_interval={r.eval_interval}",
-               "--train.checkpoint_interval=100000000"]
-        print(f"race: {name}, {budget:g}s, seed {seed}", file=sys.stderr, flush=True)
-        done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-        if done.returncode != 0:
-            raise UserError(f"run {run_dir} failed: {done.stderr.strip().splitlines()[-1]}")
-        return read_run(run_dir, r.target_bpb)
-
-    if r.jobs > 1:
-        print(f"race: {r.jobs} runs at a time, {threads} thread(s) each", file=sys.stderr)
-    pool = ThreadPoolExecutor(max_workers=r.jobs)  # its threads only wait on subprocesses
-    try:
-        got = dict(zip(runs, pool.map(run_one, runs)))
-    finally:
-        pool.shutdown(cancel_futures=True)  # after a failed run, start no more
-    results: dict[str, dict] = {}
-    for name in chosen:
-        for budget in budgets:
-            per_seed = [got[(name, budget, seed)] for seed in range(r.seeds)]
-            res = results[result_key(name, budget)] = {
-                "variant": name, "budget_s": budget, "settings": table[name], "threads": threads,
-                "runs": per_seed,
-                **{k: median_or_none([x[k] for x in per_seed])
-                   for k in ("val_bpb", "best_val_bpb", "train_bpb", "seconds_to_target", "tokens_per_s", "steps")}}
-            print(f"{name:>20} {budget:>6g}s  val {res['val_bpb']:.4f} bpb (best {res['best_val_bpb']:.4f}), "
-                  f"{res['tokens_per_s'] or 0:,.0f} tok/s, {res['steps']:.0f} steps"
-                  + (f", reached {r.target_bpb} bpb at {res['seconds_to_target']}s" if r.target_bpb > 0 else ""),
-                  flush=True)
-    Path(r.json).write_text(json.dumps(results, indent=1))
-    print(markdown_table(results, r.target_bpb))
-    print(f"race: figures in {r.json}; draw them with python -m tools.race --race.chart={r.json}", file=sys.stderr)
+    runner = Runner(cfg, argv)
+    results = tune(cfg, runner) if r.rules else ablate(cfg, runner)
+    atomic_write(Path(r.json), json.dumps(results, indent=1))
+    how = "" if r.rules else f"; draw them with python -m tools.race --race.chart={r.json}"
+    print(f"race: figures in {r.json}{how}", file=sys.stderr)
     return 0
 
 
