@@ -140,11 +140,15 @@ def is_url(item: str) -> bool:
     return item.startswith(("http://", "https://"))
 
 
+def is_sha256(text: str) -> bool:
+    return re.fullmatch(r"[0-9a-fA-F]{64}", text) is not None
+
+
 def download(url: str, sha256: str, directory: Path, keys: tuple[str, str] = ("data.source", "data.sha256")) -> Path:
     """Fetch ``url`` once into ``directory``, checked against ``sha256``; ``keys`` are the settings that gave
     the URL and the sha256 (data.source and data.sha256; eval.data and eval.sha256), named in the errors."""
     url_key, sha_key = keys
-    if not re.fullmatch(r"[0-9a-fA-F]{64}", sha256 or ""):
+    if not is_sha256(sha256 or ""):
         raise UserError(f"{url_key} is a URL: give its sha256 as --{sha_key}=<64 hex digits> to check the download")
     dest = directory / (Path(urllib.parse.urlparse(url).path).name or "download")
     if dest.is_file() and tok.file_sha256(dest) == sha256.lower():

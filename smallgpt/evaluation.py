@@ -1,4 +1,6 @@
-"""Bits per byte of any model on any text: what eval.py measures, and how.
+"""What eval.py measures, and how: bits per byte of any model on any text (``eval.task=bpb``, the
+default), or HellaSwag's accuracy (``eval.task=hellaswag``: smallgpt/hellaswag.py).  Both start from
+:func:`open_models`: the model(s), their tokenizer, the device and the precision.
 
 The model (``eval.checkpoint``): a run directory or checkpoint of this project, a Hugging Face GPT-2
 directory, or one of OpenAI's sizes by name from the local Hugging Face cache (pretrained.py).  The
@@ -22,8 +24,8 @@ probability of each token is the mean of the members' probabilities (an ensemble
 trained models, as in Kim et al., *Pre-training under infinite compute*, 2025).  The members must
 share the tokenizer and the context length, so that every member sees the same windows.
 
-The record :func:`evaluate` returns: ``bpb``, ``loss`` (nats per token), ``tokens`` (scored), ``bytes``
-(UTF-8 bytes of the scored tokens), and what was measured how.
+The record :func:`evaluate` returns for bpb: ``task``, ``bpb``, ``loss`` (nats per token), ``tokens``
+(scored), ``bytes`` (UTF-8 bytes of the scored tokens), and what was measured how.
 """
 from __future__ import annotations
 
@@ -40,32 +42,50 @@ import torch
 from tqdm import tqdm
 
 from model import GPT
-from smallgpt import hardware
+from smallgpt import hardware, hellaswag
 from smallgpt.cli import need
 from smallgpt.config import DataConfig
-from smallgpt.corpus import resolve_source
+from smallgpt.corpus import is_sha256, resolve_source
 from smallgpt.dataset import downloads_dir
 from smallgpt.encoding import default_threads, encode_segments, encoder_for
 from smallgpt.ensemble import load_members, target_log_probs
 from smallgpt.pretrained import Source
 
+TASKS = ("bpb", "hellaswag")
+
 
 @dataclass
 class EvalConfig:
     checkpoint: str = "out"  # a run directory, a checkpoint file, a Hugging Face GPT-2 directory, or gpt2, gpt2-medium, gpt2-large, gpt2-xl; several, comma-separated: their ensemble
-    stride: int = 0  # tokens from one window's start to the next; 0 = half the model's context
-    batch_size: int = 8  # windows per forward pass
-    max_tokens: int = 0  # score only the first this many tokens of the text; 0 = all
+    task: str = "bpb"  # 'bpb' (bits per byte of the text of data.source) or 'hellaswag' (accuracy on the items of eval.data; smallgpt/hellaswag.py)
+    data: str = ""  # task 'hellaswag': HellaSwag's JSON Lines (hellaswag_val.jsonl), a file or an http(s) URL (with eval.sha256)
+    sha256: str = ""  # expected sha256 of eval.data: required for a URL, checked for a file when given
+    stride: int = 0  # task 'bpb': tokens from one window's start to the next; 0 = half the model's context
+    batch_size: int = 8  # windows (bpb) or items, four rows each (hellaswag), per forward pass
+    max_tokens: int = 0  # task 'bpb': score only the first this many tokens of the text; 0 = all
+    max_items: int = 0  # task 'hellaswag': score only the first this many items; 0 = all
     device: str = "auto"  # 'auto', 'cpu', 'cuda', 'mps'
     dtype: str = "auto"  # 'auto' (bf16 on GPUs that support it; fp32 on cpu), 'float32', 'bfloat16', 'float16'
 
     def check(self) -> None:
         need(bool(self.checkpoint), "eval.checkpoint", "is empty; give a run directory, checkpoint or model")
+        need(self.task in TASKS, "eval.task", f"must be 'bpb' or 'hellaswag', got {self.task!r}")
         need(self.stride >= 0, "eval.stride", "must be 0 (half the context) or more")
         need(self.batch_size >= 1, "eval.batch_size", "must be at least 1")
         need(self.max_tokens >= 0, "eval.max_tokens", "must be 0 (all) or more")
+        need(self.max_items >= 0, "eval.max_items", "must be 0 (all) or more")
+        need(not self.sha256 or is_sha256(self.sha256), "eval.sha256", "must be 64 hex digits")
         need(self.dtype in ("auto", "float32", "bfloat16", "float16"), "eval.dtype",
              f"must be 'auto', 'float32', 'bfloat16' or 'float16', got {self.dtype!r}")
+        if self.task == "hellaswag":
+            need(bool(self.data), "eval.data", "is empty; give HellaSwag's hellaswag_val.jsonl, a file or its URL "
+                 "with eval.sha256")
+            for key in ("stride", "max_tokens"):  # a setting that would do nothing is a mistake
+                need(not getattr(self, key), f"eval.{key}", "is a setting of eval.task=bpb; hellaswag has eval.max_items")
+        else:
+            for key in ("data", "sha256", "max_items"):
+                need(not getattr(self, key), f"eval.{key}",
+                     "is a setting of eval.task=hellaswag; the text of bpb is data.source (data.sha256 for a URL)")
 
 
 @dataclass
@@ -168,7 +188,7 @@ def score(models: list[GPT], tokens: np.ndarray, stride: int, batch_size: int, d
 
 
 def bits_per_byte(e: EvalConfig, data: DataConfig, m: Models, progress: bool = True) -> dict:
-    """``m`` on the text of ``data.source``; the JSON record (without ``seconds``)."""
+    """Task 'bpb': ``m`` on the text of ``data.source``; the JSON record (without ``seconds``)."""
     L = m.block_size
     stride = e.stride or max(1, L // 2)
     need(stride <= L, "eval.stride", f"must be at most the model's context ({L} tokens)")
@@ -179,7 +199,7 @@ def bits_per_byte(e: EvalConfig, data: DataConfig, m: Models, progress: bool = T
     models = m.load()
     nats, n_tokens, n_windows = score(models, tokens, stride, e.batch_size, m.device, m.autocast(), progress)
     loss = nats / max(n_tokens, 1)
-    record = {"bpb": nats / math.log(2) / max(n_bytes, 1), "loss": loss, "tokens": n_tokens,
+    record = {"task": "bpb", "bpb": nats / math.log(2) / max(n_bytes, 1), "loss": loss, "tokens": n_tokens,
               "bytes": n_bytes, "bytes_per_token": n_bytes / max(n_tokens, 1), **m.describe(), "source": data.source,
               "stride": stride, "windows": n_windows}
     print(f"eval: {record['bpb']:.4f} bits per byte (loss {loss:.4f} nats per token) on {n_tokens:,} tokens "
@@ -189,6 +209,8 @@ def bits_per_byte(e: EvalConfig, data: DataConfig, m: Models, progress: bool = T
 
 
 def evaluate(e: EvalConfig, data: DataConfig, progress: bool = True) -> dict:
-    """Measure ``e.checkpoint`` on ``data.source``; returns the JSON record."""
+    """Measure ``e.checkpoint`` on ``e.task``; returns the JSON record."""
     t0 = time.time()
-    return {**bits_per_byte(e, data, open_models(e, data), progress), "seconds": round(time.time() - t0, 2)}
+    m = open_models(e, data)
+    run = hellaswag.evaluate if e.task == "hellaswag" else bits_per_byte
+    return {**run(e, data, m, progress), "seconds": round(time.time() - t0, 2)}
