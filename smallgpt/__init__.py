@@ -29,7 +29,8 @@ Training
     curves       metrics.jsonl read back, and what a validation curve says
 Using a model
     generation   sampling I/O: prompts, streaming, UTF-8, the interactive loop
-    evaluation   bits per byte of any model on any text
+    evaluation   what eval.py measures (eval.task): bits per byte of any model on any text
+    hellaswag    HellaSwag: its items read and checked, four endings scored, acc and acc_norm
     ensemble     several models as one; distillation from them
     pretrained   a model that already exists (train.init_from, eval.checkpoint)
     hf           Hugging Face: GPT-2 in, any exportable model out, tokenizer.json

@@ -88,7 +88,7 @@ def resolve_source(cfg: DataConfig, downloads: Path, exclude: Path | None = None
         if item == "python-stdlib":
             stdlib = True
             found += [(p, False) for p in stdlib_files()]
-        elif item.startswith(("http://", "https://")):
+        elif is_url(item):
             found.append((download(item, cfg.sha256, downloads), True))
         elif any(c in item for c in "*?["):
             matches = sorted(Path(p) for p in glob.glob(os.path.expanduser(item), recursive=True) if os.path.isfile(p))
@@ -135,10 +135,21 @@ def resolve_source(cfg: DataConfig, downloads: Path, exclude: Path | None = None
     return corpus
 
 
-def download(url: str, sha256: str, directory: Path) -> Path:
-    """Fetch ``url`` once into ``directory``, checked against ``data.sha256``."""
-    if not re.fullmatch(r"[0-9a-fA-F]{64}", sha256 or ""):
-        raise UserError("data.source is a URL: give its sha256 as --data.sha256=<64 hex digits> to check the download")
+def is_url(item: str) -> bool:
+    """Whether a source names a download rather than a local path."""
+    return item.startswith(("http://", "https://"))
+
+
+def is_sha256(text: str) -> bool:
+    return re.fullmatch(r"[0-9a-fA-F]{64}", text) is not None
+
+
+def download(url: str, sha256: str, directory: Path, keys: tuple[str, str] = ("data.source", "data.sha256")) -> Path:
+    """Fetch ``url`` once into ``directory``, checked against ``sha256``; ``keys`` are the settings that gave
+    the URL and the sha256 (data.source and data.sha256; eval.data and eval.sha256), named in the errors."""
+    url_key, sha_key = keys
+    if not is_sha256(sha256 or ""):
+        raise UserError(f"{url_key} is a URL: give its sha256 as --{sha_key}=<64 hex digits> to check the download")
     dest = directory / (Path(urllib.parse.urlparse(url).path).name or "download")
     if dest.is_file() and tok.file_sha256(dest) == sha256.lower():
         return dest
@@ -153,11 +164,11 @@ def download(url: str, sha256: str, directory: Path) -> Path:
                 bar.update(len(block))
         got = tok.file_sha256(part)
         if got != sha256.lower():
-            raise UserError(f"the download of {url} has sha256 {got}, not {sha256}; check the URL and data.sha256")
+            raise UserError(f"the download of {url} has sha256 {got}, not {sha256}; check the URL and {sha_key}")
         os.replace(part, dest)
     except (urllib.error.URLError, OSError) as e:
         raise UserError(f"cannot download {url} ({getattr(e, 'reason', None) or e}); check the network, or download "
-                        "it yourself and give the file as data.source") from None
+                        f"it yourself and give the file as {url_key}") from None
     finally:
         part.unlink(missing_ok=True)
     return dest
@@ -167,7 +178,7 @@ def source_name(item: str) -> str:
     """A short name for a source: a file's stem, a directory's name, a glob's directory, a URL's file stem."""
     if item == "python-stdlib":
         return item
-    if item.startswith(("http://", "https://")):
+    if is_url(item):
         return Path(urllib.parse.urlparse(item).path).stem or "download"
     fixed = re.split(r"[*?\[]", item)[0]
     if fixed != item:  # a glob: name it by the directory it searches

@@ -3,7 +3,8 @@
 An ensemble of independently trained models (Kim et al., *Pre-training under infinite compute*,
 2025) predicts each token with the mean of its members' probabilities: eval.py scores one
 (``eval.checkpoint=a,b``), and a run learns from one (``train.distill_from=a,b``, knowledge
-distillation: Hinton, Vinyals and Dean 2015).  Both compute the mean here, once.
+distillation: Hinton, Vinyals and Dean 2015).  Both compute the mean here, once, and every task of
+eval.py reads its log-probabilities of given targets from :func:`target_log_probs`.
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from smallgpt.dataset import Dataset
 from smallgpt.errors import UserError
 from smallgpt.pretrained import Source, load_source
 
+HEAD_ROWS = 1024  # positions whose logits are computed at once: bounds memory at a large vocabulary
+
 
 def mean_log_probs(logits: list[torch.Tensor]) -> torch.Tensor:
     """log of the mean of the probabilities softmax(logits) of several models (an ensemble), in float32:
@@ -26,6 +29,26 @@ def mean_log_probs(logits: list[torch.Tensor]) -> torch.Tensor:
         return F.log_softmax(logits[0].float(), dim=-1)
     logp = torch.stack([F.log_softmax(z.float(), dim=-1) for z in logits])  # (k, ..., V)
     return logp.logsumexp(0) - math.log(len(logits))
+
+
+def target_log_probs(models: list[GPT], x: torch.Tensor, y: torch.Tensor, autocast) -> torch.Tensor:
+    """log p(y | x) under ``models`` (one, or an ensemble's members: the mean of their probabilities) at the
+    positions where the target ``y`` (B, T) is not -1, in row-major order: (M,) in float32.
+
+    Only the scored positions' hidden states go through the head, HEAD_ROWS at a time: the logits of a
+    whole batch at GPT-2's vocabulary of 50,257 would be gigabytes, and most positions of an evaluation
+    batch (padding, context already scored) need none."""
+    scored = y >= 0
+    targets = y[scored]  # (M,)
+    with autocast:
+        hs = [model.hidden_states(x)[scored] for model in models]  # each (M, C)
+    out = []
+    for i, want in enumerate(targets.split(HEAD_ROWS)):
+        rows = slice(i * HEAD_ROWS, i * HEAD_ROWS + len(want))
+        with autocast:
+            logits = [model.head(h[rows]).float() for model, h in zip(models, hs)]  # each (rows, V)
+        out.append(mean_log_probs(logits).gather(-1, want[:, None])[:, 0])
+    return torch.cat(out) if out else torch.zeros(0, device=x.device)
 
 
 def distillation_loss(logits: torch.Tensor, loss: torch.Tensor, teachers: list[GPT], x: torch.Tensor,

@@ -1,4 +1,5 @@
-"""Shared fixtures: the repository root on sys.path (pytest.ini) and the read-only ../shared material."""
+"""Shared fixtures: the repository root on sys.path (pytest.ini), the read-only ../shared material, and a
+tiny GPT-2 saved by transformers."""
 from __future__ import annotations
 
 import os
@@ -40,3 +41,13 @@ def gpt2_rank_file(shared_data: Path) -> Path:
     if not path.is_file():
         pytest.skip(f"{path} is absent")
     return path
+
+
+@pytest.fixture
+def hf_gpt2(tmp_path, gpt2_rank_file) -> Path:
+    """A tiny random GPT-2 with GPT-2's vocabulary (a context of 32), saved by transformers."""
+    transformers = pytest.importorskip("transformers", reason="transformers is a test dependency")
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_positions=32, n_embd=32, n_layer=2, n_head=2)
+    transformers.GPT2LMHeadModel(config).save_pretrained(tmp_path / "gpt2-tiny")
+    return tmp_path / "gpt2-tiny"

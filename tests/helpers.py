@@ -1,11 +1,16 @@
 """What several test modules share: a corpus of sentences, the settings of a tiny run, its records read
-back, a model with larger random weights, and the imports of a source file."""
+back, a model with larger random weights, the imports of a source file, and a local web server."""
 from __future__ import annotations
 
 import ast
+import contextlib
+import functools
+import http.server
 import json
 import os
 import random
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -83,3 +88,17 @@ def png_size(path: Path) -> tuple[int, int]:
     head = path.read_bytes()[:24]
     assert head[:8] == PNG_MAGIC
     return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
+@contextlib.contextmanager
+def serve(directory: Path) -> Iterator[str]:
+    """The files of ``directory`` over HTTP on 127.0.0.1 (a URL source without the network): its root URL."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

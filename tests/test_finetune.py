@@ -156,16 +156,6 @@ def evaluate(settings) -> dict:
 # --------------------------------------------------------------------------- GPT-2 from Hugging Face
 
 
-@pytest.fixture
-def hf_gpt2(tmp_path, gpt2_rank_file) -> Path:
-    """A tiny random GPT-2 with GPT-2's vocabulary, saved by transformers."""
-    transformers = pytest.importorskip("transformers", reason="transformers is a test dependency")
-    torch.manual_seed(0)
-    config = transformers.GPT2Config(n_positions=32, n_embd=32, n_layer=2, n_head=2)
-    transformers.GPT2LMHeadModel(config).save_pretrained(tmp_path / "gpt2-tiny")
-    return tmp_path / "gpt2-tiny"
-
-
 def test_finetune_a_hugging_face_gpt2(hf_gpt2, gpt2_rank_file, tmp_path):
     args = [f"--train.init_from={hf_gpt2}", f"--data.source={write_corpus(tmp_path / 't.txt', 20_000, 2)}",
             f"--data.dir={tmp_path / 'ds'}", f"--train.out_dir={tmp_path / 'ft'}", "--train.max_iters=3",

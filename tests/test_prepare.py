@@ -3,12 +3,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import http.server
 import json
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +18,7 @@ from smallgpt import tokenizer as tok
 from smallgpt.cli import run_main
 from smallgpt.config import DataConfig
 from smallgpt.errors import UserError
+from helpers import serve
 
 ROOT = Path(__file__).resolve().parents[1]
 LINES = ["Grüße aus Köln — „Zitat“ ½\n", "    indented line with 日本語\n", "x = [1, 2, 3]  # code\n", "\n",
@@ -307,12 +306,8 @@ def test_cli_in_a_subprocess(tmp_path):
 def test_url_source(tmp_path):
     served = write(tmp_path / "www" / "book.txt", text_of(100))
     digest = hashlib.sha256(served.read_bytes()).hexdigest()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "www"))
-    handler.log_message = lambda *a: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/book.txt"
-    try:
+    with serve(tmp_path / "www") as root:
+        url = f"{root}/book.txt"
         with pytest.raises(UserError, match="has sha256"):
             pipeline.prepare(data_cfg(tmp_path, url, sha256="0" * 64), progress=False)
         with pytest.raises(UserError, match="cannot download .*gone.txt"):
@@ -320,9 +315,6 @@ def test_url_source(tmp_path):
         ds = dataset.open_dataset(pipeline.prepare(data_cfg(tmp_path, url, sha256=digest), progress=False))
         assert ds.tokenizer.decode(tokens_of(ds)) == text_of(100)
         assert (tmp_path / "downloads" / "book.txt").read_bytes() == served.read_bytes()
-    finally:
-        server.shutdown()
-        server.server_close()
     pipeline.prepare(data_cfg(tmp_path, url, sha256=digest, dir=str(tmp_path / "again")), progress=False)  # offline: cached
     with pytest.raises(UserError, match="cannot download"):
         pipeline.prepare(data_cfg(tmp_path, url.replace("book", "new"), sha256=digest), progress=False)
