@@ -403,6 +403,8 @@ def test_a_second_run_into_a_run_in_progress_is_refused(data, tmp_path):
     try:
         wait_for_step(first, out, 10)
         first.send_signal(signal.SIGSTOP)  # hold it still, so its files can be compared
+        while Path(f"/proc/{first.pid}/stat").read_text().split(") ")[1][0] != "T":  # the signal has landed
+            time.sleep(0.001)
         before = snapshot(out)
         for extra in ({"train__resume": "true"}, {"train__overwrite": "true"}):
             with pytest.raises(UserError, match=rf"run directory .* is in use by another process \(pid {first.pid} "):
