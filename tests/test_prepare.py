@@ -172,11 +172,12 @@ def test_bpe_trains_on_an_evenly_spread_sample_of_train(tmp_path, monkeypatch):
         write(tmp_path / "src" / f"{n}.txt", text_of(3000, n).replace("plain", "VALID" if n == 9 else "plain"))
     c = corpus.resolve_source(data_cfg(tmp_path, tmp_path / "src"), tmp_path)
     assert pipeline.split_point(c, 0.1) == (9, 0)
-    train = pipeline.split_segments(c, (9, 0))["train"]
-    ranges = pipeline.sample_ranges(train, c.total // 5, piece=4096)
+    train_bytes = c.position((9, 0))
+    assert train_bytes == sum(e - s for _, s, e in pipeline.split_segments(c, (9, 0))["train"])
+    ranges = pipeline.sample_ranges(c, train_bytes, c.total // 5, piece=4096)
     assert abs(sum(e - s for _, s, e in ranges) - c.total // 5) <= 4096
     assert {i for i, _, _ in ranges} == set(range(9))  # every part of train contributes, val (file 9) none
-    texts, size = pipeline.bpe_sample(c, train, c.total // 5, piece=4096)
+    texts, size = pipeline.bpe_sample(c, train_bytes, c.total // 5, piece=4096)
     assert all(t.endswith("\n") for t in texts if t) and size == sum(e - s for _, s, e in ranges)
     seen = []
     monkeypatch.setattr(tok, "count_chunks", lambda texts, *a, real=tok.count_chunks: real(seen.extend(texts) or seen, *a))
@@ -268,7 +269,7 @@ BAD = {
     "missing path": (["--data.source={t}/nope.txt"], "nope.txt not found"),
     "empty corpus": (["--data.source={t}/empty.txt"], "is empty"),
     "too small": (["--data.source={t}/tiny.txt"], "too small"),
-    "binary file": (["--data.source={t}/blob.bin"], "is binary"),
+    "binary file": (["--data.source={t}/blob.dat"], "is binary"),
     "not UTF-8": (["--data.source={t}/latin1.txt"], "is not UTF-8"),
     "unknown tokenizer": (["--data.source={t}/ok.txt", "--data.tokenizer=gpt5"], "unknown tokenizer"),
     "vocab_size": (["--data.source={t}/ok.txt", "--data.tokenizer=bpe", "--data.vocab_size=100"], "vocab_size"),
@@ -282,7 +283,7 @@ BAD = {
 def test_bad_input_is_one_line_and_exit_2(case, tmp_path, monkeypatch, capsys):
     write(tmp_path / "empty.txt", "")
     write(tmp_path / "tiny.txt", "hi")
-    write(tmp_path / "blob.bin", bytes(range(256)) * 4)
+    write(tmp_path / "blob.dat", bytes(range(256)) * 4)
     write(tmp_path / "latin1.txt", "Café, crème brûlée, façade, naïve, Noël, à la carte.\n".encode("latin-1") * 3)
     write(tmp_path / "ok.txt", text_of(50))
     (tmp_path / "emptydir").mkdir()
