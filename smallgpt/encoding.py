@@ -135,6 +135,7 @@ def encode_segments(corpus: Corpus, segments: Iterable[Segment], encode: Callabl
                 ids = future.result()
                 out.write(memoryview(ids))
                 stats.tokens += len(ids)
+                bar.set_postfix_str(f"{stats.documents:,} documents", refresh=False)
                 bar.update(n)
 
         items, size = [], 0

@@ -461,7 +461,8 @@ class ArrayScanner:
 
 
 class ParquetReader(TextReader):
-    """Parquet, streamed one row group at a time (only the text columns are read); each row a document."""
+    """Parquet, streamed in batches of rows within each row group (only the text columns are read, never a
+    whole file or even a whole row group); each row a document."""
     records = True
 
     def open(self, path: Path, kind: Kind) -> Any:
@@ -476,23 +477,29 @@ class ParquetReader(TextReader):
     def index(self, handle: ParquetRows, path: Path, kind: Kind, sink: Sink, progress: Callable[[int], None]) -> None:
         groups, size = handle.file.num_row_groups, path.stat().st_size
         for g in range(groups):
-            lengths = handle.group(g)[1]
-            sink.add((g << ROW_BITS) + np.arange(len(lengths), dtype=np.int64), lengths)
+            row, n = 0, handle.file.metadata.row_group(g).num_rows
+            while row < n:
+                first, _, lengths = handle.batch(g, row)
+                sink.add((g << ROW_BITS) + first + np.arange(len(lengths), dtype=np.int64), lengths)
+                row = first + len(lengths)
             progress(size * (g + 1) // groups - size * g // groups)
 
     def text(self, handle: ParquetRows, path: Path, loc: int) -> bytes:
-        columns, _ = handle.group(loc >> ROW_BITS)
-        row = loc & ((1 << ROW_BITS) - 1)
+        first, columns, _ = handle.batch(loc >> ROW_BITS, loc & ((1 << ROW_BITS) - 1))
+        row = (loc & ((1 << ROW_BITS) - 1)) - first
         parts = [bytes(data[offsets[row]:offsets[row + 1]]) for offsets, data, valid in columns
                  if valid[row] and offsets[row + 1] > offsets[row]]
         return JOIN.encode().join(parts)
 
 
 class ParquetRows:
-    """An open Parquet file and its last row group's text columns (Arrow's buffers, no Python strings)."""
+    """An open Parquet file, read on from where it is: the batch of rows last read, as Arrow's buffers of its
+    text columns (no Python strings), and the iterator over the rest of its row group."""
+    BATCH = 2048  # rows decoded at a time: memory is bounded by this many documents, not by a row group
 
     def __init__(self, file, path: Path, fields: list[str]):
-        self.file, self.path, self.fields, self.cached = file, path, fields, (-1, None)
+        self.file, self.path, self.fields = file, path, fields
+        self.group, self.rows, self.first, self.cached = -1, None, 0, None
         schema = file.schema_arrow
         self.pa = pyarrow()
         for name in fields:
@@ -502,22 +509,33 @@ class ParquetRows:
                 raise UserError(f"{path}: column {name!r} holds {t}, not text; set --data.text_field to a text column "
                                 f"(its columns: {', '.join(schema.names)})")
 
-    def group(self, g: int) -> tuple[list, np.ndarray]:
-        """Row group ``g``: per text field (offsets, data, valid), and each row's text size in bytes."""
-        if self.cached[0] == g:
-            return self.cached[1]
-        pc = self.pa.compute
-        try:
-            table = self.file.read_row_group(g, columns=sorted({f.split(".")[0] for f in self.fields}))
-        except Exception as e:
-            raise UserError(f"{self.path}: row group {g} cannot be read ({str(e).splitlines()[0]}); the file may be "
-                            "damaged or cut short: download it again") from None
-        columns, lengths, count = [], np.zeros(table.num_rows, dtype=np.int64), np.zeros(table.num_rows, dtype=np.int64)
+    def batch(self, g: int, row: int) -> tuple[int, list, np.ndarray]:
+        """The batch of row group ``g`` that holds ``row``: (its first row, per text field (offsets, data, valid),
+        each row's text size in bytes). Reading on is cheap; going back starts the row group again."""
+        if g != self.group or row < self.first:
+            self.group, self.first, self.cached = g, 0, None
+            self.rows = self.file.iter_batches(self.BATCH, row_groups=[g], columns=sorted({f.split(".")[0] for f in self.fields}),
+                                               use_threads=False)
+        while self.cached is None or row >= self.first + len(self.cached[1]):
+            if self.cached is not None:
+                self.first += len(self.cached[1])
+            try:
+                self.cached = self.decode(next(self.rows))
+            except StopIteration:
+                raise UserError(f"{self.path}: row group {g} ends before row {row}; the file changed while it was "
+                                "being read: run again") from None
+            except Exception as e:
+                raise UserError(f"{self.path}: row group {g} cannot be read ({str(e).splitlines()[0]}); the file may be "
+                                "damaged or cut short: download it again") from None
+        return self.first, *self.cached
+
+    def decode(self, rows) -> tuple[list, np.ndarray]:
+        columns, lengths, count = [], np.zeros(rows.num_rows, dtype=np.int64), np.zeros(rows.num_rows, dtype=np.int64)
         for name in self.fields:
             top, *rest = name.split(".")
-            arr = table.column(top).combine_chunks()
+            arr = rows.column(top)
             if rest:
-                arr = pc.struct_field(arr, rest)
+                arr = self.pa.compute.struct_field(arr, rest)
             arr = arr.cast(self.pa.large_string())
             offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset:arr.offset + len(arr) + 1]
             valid = arr.is_valid().to_numpy(zero_copy_only=False)
@@ -526,11 +544,12 @@ class ParquetRows:
             lengths += n
             count += n > 0
         lengths += len(JOIN) * np.maximum(count - 1, 0)
-        self.cached = (g, (columns, lengths))
-        return self.cached[1]
+        return columns, lengths
 
     def close(self) -> None:
-        self.cached = (-1, None)
+        self.rows, self.cached, self.group = None, None, -1
+        if hasattr(self.file, "close"):
+            self.file.close()
 
 
 def column_type(schema, name: str, file: Path):

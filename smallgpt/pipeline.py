@@ -17,7 +17,6 @@ refused unless ``data.force``.  One process builds a dataset at a time: the othe
 """
 from __future__ import annotations
 
-import bisect
 import hashlib
 import json
 import platform

@@ -137,3 +137,29 @@ def write_shard(path: Path, tokens, magic: int = 20240520, version: int = 1) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(header.tobytes() + np.asarray(tokens, dtype="<u2").tobytes())
     return path
+
+
+PEAK_RSS = """
+import resource, sys
+sys.path.insert(0, {root!r})
+from smallgpt import pipeline, tokenizer
+from smallgpt.config import DataConfig
+tokenizer.gpt4_splitter()
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+cfg = DataConfig(source={source!r}, tokenizer='bpe', vocab_size=512, bpe_train_bytes=1_000_000, dir={dir!r})
+pipeline.prepare(cfg, progress=False)
+print(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def prepare_peak_rss(source: Path, directory: Path, timeout: float = 900) -> tuple[float, dict]:
+    """Prepare ``source`` into ``directory`` in a fresh process (a small BPE, as a real run trains one):
+    how many MB its peak RSS grew above its start (its imports excluded), and the dataset's meta.json."""
+    import subprocess
+    import sys
+    script = PEAK_RSS.format(root=str(ROOT), source=str(source), dir=str(directory))
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout,
+                         cwd=directory.parent)
+    assert out.returncode == 0, out.stderr
+    base_kb, peak_kb = map(int, out.stdout.split())
+    return (peak_kb - base_kb) / 1024, json.loads((directory / "meta.json").read_text())

@@ -2,10 +2,14 @@
 what the same texts as plain files give (byte for byte); bad input is one line, exit 2, and loses nothing."""
 from __future__ import annotations
 
+import functools
 import gzip
+import hashlib
+import http.server
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +17,8 @@ import pytest
 
 import prepare as prepare_script
 import train
-from helpers import ROOT, argv, documents, records, write_as_files, write_jsonl, write_parquet, write_shard
+from helpers import (ROOT, argv, documents, prepare_peak_rss, records, write_as_files, write_jsonl, write_parquet,
+                     write_shard)
 from smallgpt import corpus, dataset, evaluation, pipeline
 from smallgpt import tokenizer as tok
 from smallgpt.cli import parse_args, run_main
@@ -65,7 +70,9 @@ def test_jsonl_gives_the_tokens_of_the_same_texts_as_files(tmp_path, as_files):
     assert "record" in ds.meta["split_at"]
 
 
-def test_parquet_shards_give_the_tokens_of_the_same_texts_as_files(tmp_path, as_files, pyarrow):
+def test_parquet_shards_give_the_tokens_of_the_same_texts_as_files(tmp_path, as_files, pyarrow, monkeypatch):
+    from smallgpt import formats
+    monkeypatch.setattr(formats.ParquetRows, "BATCH", 5)  # several batches in a row group, read on and read again
     for n, part in enumerate((TEXTS[:50], TEXTS[50:])):  # two shards, several row groups each
         write_parquet(tmp_path / "shards" / f"000_0000{n}.parquet", {"id": list(range(len(part))), "text": part},
                       row_group_size=16)
@@ -208,6 +215,23 @@ def test_a_record_that_straddles_blocks_is_read_whole(tmp_path, monkeypatch):
     assert_same_dataset(a, b)
 
 
+def test_a_jsonl_url_is_downloaded_under_its_name_and_read_as_jsonl(tmp_path, as_files):
+    served = write_jsonl(tmp_path / "www" / "docs.jsonl", [{"text": t} for t in TEXTS])
+    digest = hashlib.sha256(served.read_bytes()).hexdigest()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "www"))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/docs.jsonl"
+        ds = build(tmp_path, url, "ds-url", sha256=digest, **BPE)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert_same_dataset(ds, as_files)
+    assert (tmp_path / "downloads" / "docs.jsonl").read_bytes() == served.read_bytes()
+
+
 # --------------------------------------------------------------------------- token shards
 
 
@@ -266,6 +290,7 @@ def bad_files(t: Path) -> dict[str, tuple[str, list[str], str]]:
     write_shard(t / "badshard.bin", [1, 2, 3], magic=20240801)
     shard = write_shard(t / "cutshard.bin", list(range(1000)))
     shard.write_bytes(shard.read_bytes()[:-100])
+    write_shard(t / "gpt2shards" / "fineweb_train_000001.bin", [50256, 1, 2, 3] * 100)
     (t / "mixed").mkdir()
     write_shard(t / "mixed" / "a.bin", [1, 2, 3])
     (t / "mixed" / "b.txt").write_text("text\n")
@@ -281,6 +306,7 @@ def bad_files(t: Path) -> dict[str, tuple[str, list[str], str]]:
         "shard header": ("badshard.bin", [], "is not a GPT-2 token shard of llm.c (its header: magic 20240801"),
         "shard cut short": ("cutshard.bin", [], "but its header says 1000: the shard is cut short"),
         "shards and text": ("mixed", [], "mixes token shards"),
+        "shards, another tokenizer": ("gpt2shards", [], "data.tokenizer 'bytes' is not GPT-2's"),
         "tokens named on text": ("g.jsonl", ["--data.format=tokens"], "is not a GPT-2 token shard"),
     }
     try:
@@ -306,7 +332,7 @@ def bad_files(t: Path) -> dict[str, tuple[str, list[str], str]]:
 
 
 CASES = ["missing field", "line not JSON", "wrong type", "100 MB line", "gzip cut short", "zstd cut short",
-         "array cut short", "no readable file", "shard header", "shard cut short", "shards and text",
+         "array cut short", "no readable file", "shard header", "shard cut short", "shards and text", "shards, another tokenizer",
          "tokens named on text", "truncated parquet", "parquet column type", "parquet no column"]
 
 
@@ -369,23 +395,7 @@ def test_memory_stays_bounded_on_a_large_jsonl(tmp_path):
     with open(tmp_path / "big.jsonl", "wb") as f:
         for _ in range(200_000_000 // len(block) + 1):
             f.write(block)
-    script = f"""
-import resource, sys
-sys.path.insert(0, {str(ROOT)!r})
-from smallgpt import pipeline, tokenizer
-from smallgpt.config import DataConfig
-tokenizer.gpt4_splitter()
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-cfg = DataConfig(source={str(tmp_path / 'big.jsonl')!r}, tokenizer='bpe', vocab_size=512, bpe_train_bytes=1_000_000,
-                 dir={str(tmp_path / 'ds')!r})
-pipeline.prepare(cfg, progress=False)
-print(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-"""
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=900, cwd=tmp_path)
-    assert out.returncode == 0, out.stderr
-    base_kb, peak_kb = map(int, out.stdout.split())
-    grown_mb = (peak_kb - base_kb) / 1024
-    meta = json.loads((tmp_path / "ds" / "meta.json").read_text())
+    grown_mb, meta = prepare_peak_rss(tmp_path / "big.jsonl", tmp_path / "ds")
     reps = 200_000_000 // len(block) + 1
     assert meta["train_bytes"] + meta["val_bytes"] == reps * sum(len(t.encode()) for t in texts)
     assert meta["source"]["documents"] == reps * len(texts)

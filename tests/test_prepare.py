@@ -4,7 +4,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
-import json
 import os
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 
 import prepare as prepare_script
+from helpers import prepare_peak_rss
 from smallgpt import corpus, dataset, encoding, pipeline, safefiles
 from smallgpt import tokenizer as tok
 from smallgpt.cli import run_main
@@ -424,22 +424,6 @@ def test_memory_stays_bounded_on_a_large_corpus(tmp_path):
         for i in range(200_000_000 // len(block) + 1):
             f.write(block + f"{i}\n".encode())
     size = (tmp_path / "big.txt").stat().st_size
-    script = f"""
-import resource, sys
-sys.path.insert(0, {str(ROOT)!r})
-from smallgpt import pipeline, tokenizer
-from smallgpt.config import DataConfig
-tokenizer.gpt4_splitter()
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-cfg = DataConfig(source={str(tmp_path / 'big.txt')!r}, tokenizer='bpe', vocab_size=512, bpe_train_bytes=1_000_000,
-                 dir={str(tmp_path / 'ds')!r})
-pipeline.prepare(cfg, progress=False)
-print(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-"""
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, cwd=tmp_path)
-    assert out.returncode == 0, out.stderr
-    base_kb, peak_kb = map(int, out.stdout.split())
-    grown_mb = (peak_kb - base_kb) / 1024
-    meta = json.loads((tmp_path / "ds" / "meta.json").read_text())
+    grown_mb, meta = prepare_peak_rss(tmp_path / "big.txt", tmp_path / "ds")
     assert meta["train_bytes"] + meta["val_bytes"] == size
     assert grown_mb < 200, f"peak RSS grew by {grown_mb:.0f} MB on a {size / 1e6:.0f} MB corpus"
