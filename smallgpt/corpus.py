@@ -105,24 +105,21 @@ class Corpus:
         if self._docs is not None:
             return self._docs
         on_disk = sum(p.stat().st_size for p in self.files)
-        parts_file, parts_loc, parts_size, empty = [], [], [], []
+        parts_file, parts_loc, parts_size, empty, records = [], [], [], [], 0
         with tqdm(total=on_disk, unit="B", unit_scale=True, desc="reading", disable=not self.progress,
                   file=sys.stderr) as bar:
-            sink = fmt.Sink()
             for i, (path, kind) in enumerate(zip(self.files, self.kinds)):
-                before = sink.empty
-                r = self.readers[kind]
+                sink = fmt.Sink()
                 with fmt.reading(path, kind):
-                    handle = self._handle(i)
-                    r.index(handle, path, kind, sink, bar.update)
+                    self.readers[kind].index(self._handle(i), path, kind, sink, bar.update)
                 locs, sizes = sink.arrays()
-                sink.locs, sink.sizes = [], []
                 parts_file.append(np.full(len(locs), i, dtype=np.int32))
                 parts_loc.append(locs)
                 parts_size.append(sizes)
-                empty.append(sink.empty - before)
-                if sink.records:
-                    bar.set_postfix_str(f"{sink.records:,} records", refresh=False)
+                empty.append(sink.empty)
+                if kind.format in fmt.RECORDS:
+                    records += sink.records
+                    bar.set_postfix_str(f"{records:,} records", refresh=False)
         self.close()
         cat = lambda parts, dt: np.concatenate(parts).astype(dt) if parts else np.zeros(0, dtype=dt)
         self._set(cat(parts_file, np.int32), cat(parts_loc, np.int64), cat(parts_size, np.int64), empty)

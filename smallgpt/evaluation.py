@@ -2,10 +2,10 @@
 
 The model (``eval.checkpoint``): a run directory or checkpoint of this project, a Hugging Face GPT-2
 directory, or one of OpenAI's sizes by name from the local Hugging Face cache (pretrained.py).  The
-text (``data.source``, read as prepare.py reads it: a file, a directory, a glob, a list, a URL): each
-file a document, encoded with the model's own tokenizer, ``<|endoftext|>`` before every document as
-in training, so the first token of the text is predicted as the start of a document and every byte
-of the text is scored.  Bits per byte, unlike loss per token, compares models with different
+text (``data.source``, read as prepare.py reads it: a file, a directory, a glob, a list, a URL; text,
+JSON Lines, JSON or Parquet): each file or record a document, encoded with the model's own
+tokenizer, ``<|endoftext|>`` before every document as in training, so the first token of the text is
+predicted as the start of a document and every byte of the text is scored.  Bits per byte, unlike loss per token, compares models with different
 tokenizers: it is the total loss in bits over the number of UTF-8 bytes the scored tokens spell.
 
 **Windows.**  A text longer than the model's context is scored in windows of ``block_size`` tokens

@@ -271,8 +271,8 @@ def too_long(where: str) -> UserError:
 class Sink:
     """Where an index pass puts its documents: (locator, size) pairs in compact arrays, and empties counted."""
 
-    def __init__(self, bar=None):
-        self.locs, self.sizes, self.empty, self.bar, self.records = [], [], 0, bar, 0
+    def __init__(self):
+        self.locs, self.sizes, self.empty, self.records = [], [], 0, 0
 
     def add(self, loc: int | np.ndarray, size: int | np.ndarray) -> None:
         locs, sizes = np.atleast_1d(np.asarray(loc, dtype=np.int64)), np.atleast_1d(np.asarray(size, dtype=np.int64))

@@ -2,7 +2,9 @@
 
 One function each:
 
-1. **source** -> a sorted list of text files, each one document (``smallgpt/corpus.py``);
+1. **source** -> documents: text files in sorted order, each one document, and records (JSON Lines,
+   JSON, Parquet), each one document, read by ``smallgpt/formats.py`` (``smallgpt/corpus.py``); or
+   llm.c's token shards, copied as they are (``smallgpt/shards.py``);
 2. **split**: val is the tail of the corpus from a line start (:func:`split_point`), as nanoGPT's
    Shakespeare split takes the last 10 % of the characters;
 3. **tokenizer**: built or trained (``smallgpt/tokenizer.py``); a BPE learns from the train split, or
@@ -42,7 +44,7 @@ if TYPE_CHECKING:
     from smallgpt.config import DataConfig
 
 SAMPLE_PIECE = 1 << 16  # the BPE sample is made of pieces of this many bytes
-SPLIT_RULE = ("documents (files, in sorted order) are joined with <|endoftext|> between them; val is the tail from "
+SPLIT_RULE = ("documents (files in sorted order; a JSON Lines or Parquet record is a document) are joined with <|endoftext|> between them; val is the tail from "
               "the first line start at or after byte floor((1 - val_fraction) * N) of the N source bytes where a "
               "line ending in a printable ASCII character meets a line beginning with one (else the next document, "
               "else that byte); train is everything before it")
