@@ -298,6 +298,8 @@ def resolve_source(cfg: DataConfig, downloads: Path, exclude: Path | None = None
         if why and named:
             hint = "convert it to UTF-8 first (e.g. iconv -f latin1 -t utf-8)" if why == "not UTF-8" else \
                 "give a text, JSON Lines, Parquet or token shard file (or name its format: --data.format)"
+            if why.startswith("a JSON document"):
+                raise UserError(f"data.source: {p} is {why}; give --data.format=text to train on it as text")
             raise UserError(f"data.source: {p} is {why} (judged on its first 64 KB); {hint}")
         if why:
             skipped.append(f"{p} ({why})")
@@ -307,7 +309,7 @@ def resolve_source(cfg: DataConfig, downloads: Path, exclude: Path | None = None
             origins.append(n)
     if skipped:
         shown = ", ".join(skipped[:3]) + (", ..." if len(skipped) > 3 else "")
-        warn(f"skipped {len(skipped)} files that are not UTF-8 text: {shown}")
+        warn(f"skipped {len(skipped)} files that hold no text or records: {shown}")
     if not files:
         where = "no readable file" if skipped else "no text found"
         raise UserError(f"the corpus {cfg.source!r} is empty: {where}; give files with text in them")

@@ -76,7 +76,24 @@ def pick(path: Path, format: str) -> tuple[Kind, str | None]:
     kind = Kind(format, compression)
     if compression:
         head = decompressed_head(path, compression, head)
+    if format == "json":
+        return kind, json_records(head)
     return kind, (sniff(head) if format == "text" else None)
+
+
+def json_records(head: bytes) -> str | None:
+    """Why a .json file holds no records (a single document, such as a dataset's dataset_info.json), or None:
+    records are an array, or one JSON value per line (judged on the first line)."""
+    if head.lstrip()[:1] == b"[":
+        return None
+    first = head.lstrip().split(b"\n", 1)
+    if len(first) == 1 and len(head) >= SNIFF:
+        return None  # a first line longer than the sniff: its parse decides
+    try:
+        json.loads(first[0])
+        return None
+    except ValueError:
+        return "a JSON document, not records (an array, or one JSON object per line)"
 
 
 def sniff(head: bytes) -> str | None:

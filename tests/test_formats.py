@@ -190,11 +190,17 @@ def test_another_text_field_is_another_dataset(tmp_path):
     pipeline.prepare(cfg, progress=False)  # reused
 
 
-def test_format_auto_by_content(tmp_path, pyarrow):
+def test_format_auto_by_content(tmp_path, pyarrow, capsys):
     write_parquet(tmp_path / "src" / "part-0", {"text": TEXTS[:10]})  # no suffix: Parquet by its magic bytes
     (tmp_path / "src" / "notes.txt").write_text("some notes\n", encoding="utf-8")
+    info = tmp_path / "src" / "dataset_info.json"  # as a datasets cache holds: a document, not records
+    info.write_text(json.dumps({"description": "x", "features": {"text": "string"}}, indent=2), encoding="utf-8")
     c = corpus.resolve_source(DataConfig(source=str(tmp_path / "src")), tmp_path)
     assert [str(k) for k in c.kinds] == ["text", "parquet"]
+    assert c.skipped == [f"{info} (a JSON document, not records (an array, or one JSON object per line))"]
+    assert "skipped 1 files that hold no text or records" in capsys.readouterr().err
+    with pytest.raises(UserError, match="is a JSON document, not records.*--data.format=text"):
+        corpus.resolve_source(DataConfig(source=str(info)), tmp_path)
 
 
 def test_eval_reads_jsonl_as_it_reads_files(tmp_path):
