@@ -84,7 +84,7 @@ def pick(path: Path, format: str) -> tuple[Kind, str | None]:
 def json_records(head: bytes) -> str | None:
     """Why a .json file holds no records (a single document, such as a dataset's dataset_info.json), or None:
     records are an array, or one JSON value per line (judged on the first line)."""
-    if head.lstrip()[:1] == b"[":
+    if head.lstrip()[:1] in (b"[", b""):  # an array; or nothing readable, which the reader then explains
         return None
     first = head.lstrip().split(b"\n", 1)
     if len(first) == 1 and len(head) >= SNIFF:
@@ -180,7 +180,8 @@ class ZstdReader(io.RawIOBase):
         if self.file is not None:
             self.file.close()
         self.file = open(self.path, "rb")
-        self.dec, self.fed, self.out, self.pos = self.zstd.ZstdDecompressor().decompressobj(), False, b"", 0
+        self.dec, self.fed, self.pos = self.zstd.ZstdDecompressor().decompressobj(), False, 0
+        self.out, self.at = b"", 0  # decompressed bytes not yet read: out[at:]
 
     def readable(self) -> bool:
         return True
@@ -192,7 +193,7 @@ class ZstdReader(io.RawIOBase):
         return self.pos
 
     def readinto(self, b) -> int:
-        while not self.out:
+        while self.at == len(self.out):
             chunk = self.dec.unused_data if self.dec.eof else self.file.read(1 << 16)
             if self.dec.eof:  # the next frame
                 self.dec, self.fed = self.zstd.ZstdDecompressor().decompressobj(), False
@@ -203,9 +204,10 @@ class ZstdReader(io.RawIOBase):
                     raise EOFError("the zstandard stream ends inside a frame")
                 return 0
             self.fed = True
-            self.out = self.dec.decompress(chunk)
-        n = min(len(b), len(self.out))
-        b[:n], self.out = self.out[:n], self.out[n:]
+            self.out, self.at = self.dec.decompress(chunk), 0
+        n = min(len(b), len(self.out) - self.at)
+        b[:n] = memoryview(self.out)[self.at:self.at + n]
+        self.at += n
         self.pos += n
         return n
 
