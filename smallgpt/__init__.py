@@ -11,6 +11,8 @@ Settings and the command line
     errors       the one error a user sees (one line, exit code 2)
 Data
     corpus       data.source resolved to documents: files, directories, globs, URLs, the standard library
+    formats      one reader per format (text, gzip/zstd, JSON Lines, JSON, Parquet) and the one place that picks it
+    shards       llm.c / modded-nanogpt GPT-2 token shards, copied into a dataset without re-tokenizing
     encoding     text to tokens in blocks, streaming and in parallel
     tokenizer    bytes, a BPE trained on the corpus (tiktoken's rank format), tiktoken's encodings
     pipeline     the preparation pipeline: split, tokenizer, encode, commit

@@ -14,13 +14,16 @@ from dataclasses import dataclass, field
 
 from model import LONG_CONTEXT, GPTConfig
 from smallgpt.averaging import AVERAGES
-from smallgpt.cli import Settings, need
+from smallgpt.cli import Settings, comma_list, need
+from smallgpt.formats import FORMATS
 from smallgpt.recipes import BUDGET_RULES
 
 
 @dataclass
 class DataConfig:
-    source: str | list[str] = "python-stdlib"  # text file, directory, glob, list of them, http(s) URL, or 'python-stdlib'
+    source: str | list[str] = "python-stdlib"  # file (text, JSON Lines, JSON, Parquet, token shards), directory, glob, list of them, http(s) URL, or 'python-stdlib'
+    format: str = "auto"  # how files are read: 'auto' (by suffix and content), 'text', 'jsonl', 'json', 'parquet' or 'tokens' (llm.c GPT-2 shards)
+    text_field: str | list[str] = "text"  # the text of a JSON record or Parquet row: a field, a dotted path (meta.body), or several joined by a blank line (a list; comma-separated on the command line)
     tokenizer: str = "bpe"  # 'bytes', 'bpe' (trained on the corpus), a tiktoken name ('gpt2', ...) or a .tiktoken file
     vocab_size: int = 4096  # vocabulary size of a trained 'bpe' tokenizer (257 or more; above 65536 tokens are stored as uint32)
     val_fraction: float = 0.1  # fraction of the corpus, taken from its end, held out for validation
@@ -36,11 +39,19 @@ class DataConfig:
         need(257 <= self.vocab_size <= 1 << 20, "data.vocab_size", f"must be at least 257, got {self.vocab_size}")
         need(self.bpe_train_bytes > 0, "data.bpe_train_bytes", "must be positive")
         need(self.threads >= 0, "data.threads", "must be 0 (one per CPU core) or more")
+        need(self.format in FORMATS, "data.format", f"must be one of {', '.join(repr(f) for f in FORMATS)}, got {self.format!r}")
+        need(bool(self.text_fields) and all(part for f in self.text_fields for part in f.split(".")),
+             "data.text_field", f"must name a field (or a dotted path, or several), got {self.text_field!r}")
 
     @property
     def sources(self) -> list[str]:
         """``source`` as a list, whether the user gave one item or several."""
         return [self.source] if isinstance(self.source, str) else list(self.source)
+
+    @property
+    def text_fields(self) -> list[str]:
+        """``text_field`` as a list of fields: a TOML list, or a comma-separated string."""
+        return comma_list(self.text_field) if isinstance(self.text_field, str) else [f.strip() for f in self.text_field]
 
 
 @dataclass

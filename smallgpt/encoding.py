@@ -1,4 +1,4 @@
-"""Text to tokens at any size: files read in blocks cut where no token can straddle, decoded as
+"""Text to tokens at any size: documents read in blocks cut where no token can straddle, decoded as
 UTF-8, and encoded by a pool of threads with tiktoken (its Rust core releases the GIL), appended to a
 token file as they finish.  Memory stays bounded whatever the corpus size, and encoding block by
 block gives exactly the tokens of the whole document (:func:`safe_cut` says why).
@@ -11,7 +11,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, BinaryIO, Callable, Iterable, Iterator
 
 import numpy as np
 import tiktoken
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from smallgpt.corpus import Corpus
 
 BLOCK = 1 << 20  # bytes read, decoded and encoded as one piece
-Segment = tuple[int, int, int]  # (file index, start byte, end byte)
+Segment = tuple[int, int, int]  # (document index, start byte, end byte of its text)
 
 
 def decode(raw: bytes) -> tuple[str, int]:
@@ -65,26 +65,25 @@ def char_cut(data: bytes) -> int:
     return p
 
 
-def read_blocks(path: Path, start: int, end: int) -> Iterator[bytes]:
-    """Bytes ``[start, end)`` of a file in pieces of about BLOCK bytes, cut at safe places."""
+def read_blocks(src: BinaryIO, length: int) -> Iterator[bytes]:
+    """The next ``length`` bytes of ``src`` (a file, a decompressed stream or a record's text) in pieces of
+    about BLOCK bytes, cut at safe places."""
     block = BLOCK
-    with open(path, "rb") as f:
-        f.seek(start)
-        left, carry = end - start, b""
-        while left > 0:
-            chunk = f.read(min(block, left))
-            left = left - len(chunk) if chunk else 0  # a file that shrank since it was listed just ends early
-            data = carry + chunk
-            cut = len(data) if left == 0 else safe_cut(data)
-            if cut <= 0 and len(data) >= 16 * block:  # 16 MB without a safe place: cut anyway
-                cut = char_cut(data)
-            if cut > 0:
-                yield data[:cut]
-                carry = data[cut:]
-            else:
-                carry = data
-        if carry:
-            yield carry
+    left, carry = length, b""
+    while left > 0:
+        chunk = src.read(min(block, left))
+        left = left - len(chunk) if chunk else 0  # a file that shrank since it was listed just ends early
+        data = carry + chunk
+        cut = len(data) if left == 0 else safe_cut(data)
+        if cut <= 0 and len(data) >= 16 * block:  # 16 MB without a safe place: cut anyway
+            cut = char_cut(data)
+        if cut > 0:
+            yield data[:cut]
+            carry = data[cut:]
+        else:
+            carry = data
+    if carry:
+        yield carry
 
 
 def encoder_for(enc: tiktoken.Encoding, kind: str) -> Callable[[str], np.ndarray]:
@@ -106,10 +105,10 @@ class SplitStats:
     tokens: int = 0
     bytes: int = 0  # UTF-8 bytes of the text (what bits per byte divides by)
     documents: int = 0  # documents that start in this split
-    replaced: dict[int, int] = field(default_factory=dict)  # file index -> invalid UTF-8 sequences replaced
+    replaced: dict[int, int] = field(default_factory=dict)  # document index -> invalid UTF-8 sequences replaced
 
 
-def encode_segments(corpus: Corpus, segments: list[Segment], encode: Callable[[str], np.ndarray], eot_id: int,
+def encode_segments(corpus: Corpus, segments: Iterable[Segment], encode: Callable[[str], np.ndarray], eot_id: int,
                     dtype: np.dtype, out_path: Path, threads: int, bar: tqdm, digest=None) -> SplitStats:
     """Stream ``segments`` through ``encode`` in a thread pool and append the tokens to ``out_path``.
 
@@ -136,13 +135,14 @@ def encode_segments(corpus: Corpus, segments: list[Segment], encode: Callable[[s
                 ids = future.result()
                 out.write(memoryview(ids))
                 stats.tokens += len(ids)
+                bar.set_postfix_str(f"{stats.documents:,} documents", refresh=False)
                 bar.update(n)
 
         items, size = [], 0
         for i, start, end in segments:
             stats.documents += start == 0
             sep = start == 0 and i > 0
-            for raw in read_blocks(corpus.files[i], start, end):
+            for raw in corpus.blocks(i, start, end):
                 if digest is not None:
                     digest.update(raw)
                 text, bad = decode(raw)

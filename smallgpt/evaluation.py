@@ -4,10 +4,10 @@ default), or HellaSwag's accuracy (``eval.task=hellaswag``: smallgpt/hellaswag.p
 
 The model (``eval.checkpoint``): a run directory or checkpoint of this project, a Hugging Face GPT-2
 directory, or one of OpenAI's sizes by name from the local Hugging Face cache (pretrained.py).  The
-text (``data.source``, read as prepare.py reads it: a file, a directory, a glob, a list, a URL): each
-file a document, encoded with the model's own tokenizer, ``<|endoftext|>`` before every document as
-in training, so the first token of the text is predicted as the start of a document and every byte
-of the text is scored.  Bits per byte, unlike loss per token, compares models with different
+text (``data.source``, read as prepare.py reads it: a file, a directory, a glob, a list, a URL; text,
+JSON Lines, JSON or Parquet): each file or record a document, encoded with the model's own
+tokenizer, ``<|endoftext|>`` before every document as in training, so the first token of the text is
+predicted as the start of a document and every byte of the text is scored.  Bits per byte, unlike loss per token, compares models with different
 tokenizers: it is the total loss in bits over the number of UTF-8 bytes the scored tokens spell.
 
 **Windows.**  A text longer than the model's context is scored in windows of ``block_size`` tokens
@@ -43,12 +43,14 @@ from tqdm import tqdm
 
 from model import GPT
 from smallgpt import hardware, hellaswag
+from smallgpt import tokenizer as tok
 from smallgpt.cli import need
 from smallgpt.config import DataConfig
 from smallgpt.corpus import is_sha256, resolve_source
 from smallgpt.dataset import downloads_dir
 from smallgpt.encoding import default_threads, encode_segments, encoder_for
 from smallgpt.ensemble import load_members, target_log_probs
+from smallgpt.errors import UserError
 from smallgpt.pretrained import Source
 
 TASKS = ("bpb", "hellaswag")
@@ -127,27 +129,18 @@ def read_tokens(data: DataConfig, enc: tiktoken.Encoding, progress: bool = True)
     """The text of ``data.source`` as token ids: <|endoftext|>, then the documents with <|endoftext|>
     between them, encoded as prepare.py encodes a corpus (streaming, in parallel)."""
     corpus = resolve_source(data, downloads_dir(data))
-    segments = [(i, 0, size) for i, size in enumerate(corpus.sizes)]
+    if corpus.shards:
+        raise UserError("eval.py scores text; data.source is token shards. Give the text they were made from")
+    corpus.progress = progress
     kind = "bytes" if enc.name == "bytes" else "bpe"
+    segments = corpus.segments((0, 0), (len(corpus) - 1, int(corpus.sizes[-1])))
     with tempfile.TemporaryDirectory() as d, tqdm(total=corpus.total, unit="B", unit_scale=True, desc="encoding",
                                                   disable=not progress, file=sys.stderr) as bar:
         path = Path(d) / "tokens.bin"
         encode_segments(corpus, segments, encoder_for(enc, kind), enc.eot_token, np.dtype(np.uint32), path,
                         threads=data.threads or default_threads(), bar=bar)
+        corpus.close()
         return np.concatenate([np.array([enc.eot_token], dtype=np.uint32), np.fromfile(path, dtype=np.uint32)])
-
-
-def token_lengths(enc: tiktoken.Encoding, n: int) -> np.ndarray:
-    """UTF-8 bytes of each token id below n; special tokens (and ids past the tokenizer) spell no text."""
-    special = set(enc._special_tokens.values())
-    out = np.zeros(n, dtype=np.int64)
-    for i in range(min(n, enc.n_vocab)):
-        if i not in special:
-            try:
-                out[i] = len(enc.decode_single_token_bytes(i))
-            except KeyError:
-                pass
-    return out
 
 
 def windows(n: int, block_size: int, stride: int) -> list[tuple[int, int]]:
@@ -195,7 +188,7 @@ def bits_per_byte(e: EvalConfig, data: DataConfig, m: Models, progress: bool = T
     tokens = read_tokens(data, m.enc, progress)
     if e.max_tokens:
         tokens = tokens[:e.max_tokens + 1]
-    n_bytes = int(token_lengths(m.enc, m.sources[0].config.vocab_size)[tokens[1:]].sum())
+    n_bytes = int(tok.token_lengths(m.enc, m.sources[0].config.vocab_size)[tokens[1:]].sum())
     models = m.load()
     nats, n_tokens, n_windows = score(models, tokens, stride, e.batch_size, m.device, m.autocast(), progress)
     loss = nats / max(n_tokens, 1)

@@ -27,6 +27,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 import tiktoken
 from tqdm import tqdm
 
@@ -189,6 +190,20 @@ def load_tokenizer(spec: dict, directory: Path) -> tiktoken.Encoding:
         ranks = parse_rank_file(path.read_bytes(), str(path))
         return tiktoken.Encoding(spec["name"], pat_str=spec["pat_str"], mergeable_ranks=ranks, special_tokens=special)
     raise UserError(f"unknown tokenizer kind {kind!r} in the dataset's meta.json; run prepare.py again")
+
+
+def token_lengths(enc: tiktoken.Encoding, n: int) -> np.ndarray:
+    """UTF-8 bytes of each token id below n; special tokens (and ids past the tokenizer) spell no text: what
+    bits per byte divides by, counted from tokens alone (eval.py's scored tokens, llm.c's token shards)."""
+    special = set(enc._special_tokens.values())
+    out = np.zeros(n, dtype=np.int64)
+    for i in range(min(n, enc.n_vocab)):
+        if i not in special:
+            try:
+                out[i] = len(enc.decode_single_token_bytes(i))
+            except KeyError:
+                pass
+    return out
 
 
 # --------------------------------------------------------------------------- BPE training

@@ -102,3 +102,83 @@ def serve(directory: Path) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+# --------------------------------------------------------------------------- corpora in other formats
+
+DOC_LINES = ["Grüße aus Köln — „Zitat“ ½", "    indented line with 日本語", "x = [1, 2, 3]  # code", "",
+             "Emoji 🎉 and ελληνικά", "plain ASCII line, nothing special", "a literal <|endoftext|> is text"]
+
+
+def documents(n: int, seed: int = 0, empty_every: int = 0) -> list[str]:
+    """``n`` texts of a few lines to a few hundred, mixed scripts; every ``empty_every``-th one empty."""
+    rng = random.Random(seed)
+    out = []
+    for k in range(n):
+        if empty_every and k % empty_every == empty_every - 1:
+            out.append("")
+            continue
+        lines = [f"{rng.choice(WORDS)} {rng.choice(DOC_LINES)} {rng.randint(0, 999)}" for _ in range(rng.randint(1, 60))]
+        out.append("\n".join(lines) + ("\n" if rng.random() < 0.7 else ""))
+    return out
+
+
+def write_as_files(directory: Path, texts: list[str]) -> Path:
+    """Each text as its own file, named so that sorted order is the texts' order."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for k, text in enumerate(texts):
+        (directory / f"{k:06d}.txt").write_bytes(text.encode("utf-8"))
+    return directory
+
+
+def write_jsonl(path: Path, records: list, opener=open) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with opener(path, "wb") as f:
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False).encode("utf-8") + b"\n")
+    return path
+
+
+def write_parquet(path: Path, columns: dict[str, list], row_group_size: int = 50) -> Path:
+    """A Parquet file of ``columns`` (needs pyarrow: the tests that call it skip without it)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table(columns), path, row_group_size=row_group_size)
+    return path
+
+
+def write_shard(path: Path, tokens, magic: int = 20240520, version: int = 1) -> Path:
+    """A token shard as llm.c's fineweb.py writes one: 256 int32 of header, then uint16 tokens."""
+    import numpy as np
+    header = np.zeros(256, dtype="<i4")
+    header[:3] = magic, version, len(tokens)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(header.tobytes() + np.asarray(tokens, dtype="<u2").tobytes())
+    return path
+
+
+PEAK_RSS = """
+import resource, sys
+sys.path.insert(0, {root!r})
+from smallgpt import pipeline, tokenizer
+from smallgpt.config import DataConfig
+tokenizer.gpt4_splitter()
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+cfg = DataConfig(source={source!r}, tokenizer='bpe', vocab_size=512, bpe_train_bytes=1_000_000, dir={dir!r})
+pipeline.prepare(cfg, progress=False)
+print(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def prepare_peak_rss(source: Path, directory: Path, timeout: float = 900) -> tuple[float, dict]:
+    """Prepare ``source`` into ``directory`` in a fresh process (a small BPE, as a real run trains one):
+    how many MB its peak RSS grew above its start (its imports excluded), and the dataset's meta.json."""
+    import subprocess
+    import sys
+    script = PEAK_RSS.format(root=str(ROOT), source=str(source), dir=str(directory))
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout,
+                         cwd=directory.parent)
+    assert out.returncode == 0, out.stderr
+    base_kb, peak_kb = map(int, out.stdout.split())
+    return (peak_kb - base_kb) / 1024, json.loads((directory / "meta.json").read_text())

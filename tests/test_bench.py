@@ -21,7 +21,8 @@ TINY = ["--bench.repeats=1", "--bench.warmup=1", "--bench.train_steps=1", "--ben
         "--bench.candidates=false", "--bench.options=false", "--bench.memory=false",
         "--bench.attn_batch=2", "--bench.attn_seq=16", "--bench.attn_embd=16", "--bench.attn_heads=2",
         "--bench.attn_sweep=8,16", "--bench.sample_tokens=12", "--bench.sample_blocks=8", "--bench.sample_batch=2",
-        "--bench.prepare_mb=0.03", "--data.vocab_size=300",
+        "--bench.prepare_mb=0.03", "--bench.formats_jsonl_mb=0.05", "--bench.formats_parquet_mb=0.05",
+        "--data.vocab_size=300",
         "--model.n_layer=1", "--model.n_head=2", "--model.n_embd=16", "--model.block_size=16",
         "--train.batch_size=2"]
 
@@ -44,8 +45,9 @@ def test_every_part_runs_and_writes_json(tmp_path, monkeypatch):
     assert r["identical"] and r["identical_inside_context"]  # the caches change no greedy token where they must not
     assert set(r["speedup"]) == set(sample.SAMPLE_WAYS) and r["rolling"]["tokens_per_s"] > 0
     assert res["prepare"]["tokens"] > 0 and res["prepare"]["ratio"] > 0
+    assert res["formats"]["jsonl"]["ratio"] > 0 and res["formats"]["jsonl"]["documents"] > 0
     text = "\n".join(printed)
-    for title in ("train (a)", "attention at B=2", "attention sweep", "sampling", "prepare:"):
+    for title in ("train (a)", "attention at B=2", "attention sweep", "sampling", "prepare:", "formats:"):
         assert title in text
 
 

@@ -14,7 +14,8 @@ from helpers import PACKAGE, PRODUCT, ROOT, SCRIPTS, TOOLS, imports
 SCRIPT_NAMES = {p[:-3] for p in SCRIPTS} - {"model"}
 STDLIB = set(sys.stdlib_module_names) | {"__future__"}
 THIRD_PARTY = {"torch", "numpy", "tiktoken", "tqdm", "safetensors"}  # requirements.txt
-OPTIONAL = {"smallgpt/plots.py": {"matplotlib", "PIL"}, "smallgpt/loggers.py": {"wandb"}}  # imported where used
+OPTIONAL = {"smallgpt/plots.py": {"matplotlib", "PIL"}, "smallgpt/loggers.py": {"wandb"},
+            "smallgpt/formats.py": {"pyarrow", "zstandard"}}  # imported where used
 
 
 def test_the_top_level_holds_the_scripts_model_py_and_folders_only():

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import os
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import numpy as np
 import pytest
 
 import prepare as prepare_script
+from helpers import prepare_peak_rss
 from smallgpt import corpus, dataset, encoding, pipeline, safefiles
 from smallgpt import tokenizer as tok
 from smallgpt.cli import run_main
@@ -79,7 +79,7 @@ def test_directory_documents_eot_and_skipped_files(tmp_path, capsys):
     write(tmp_path / "src" / "empty.txt", "")
     write(tmp_path / "src" / "img.png", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
     ds = dataset.open_dataset(pipeline.prepare(data_cfg(tmp_path, tmp_path / "src", val_fraction=0.6), progress=False))
-    assert "skipped 1 files that are not UTF-8 text" in capsys.readouterr().err
+    assert "skipped 1 files that hold no text or records" in capsys.readouterr().err
     ids = tokens_of(ds)
     parts, start = [], 0
     for j in [i for i, t in enumerate(ids) if t == ds.eot_id] + [len(ids)]:
@@ -171,11 +171,12 @@ def test_bpe_trains_on_an_evenly_spread_sample_of_train(tmp_path, monkeypatch):
         write(tmp_path / "src" / f"{n}.txt", text_of(3000, n).replace("plain", "VALID" if n == 9 else "plain"))
     c = corpus.resolve_source(data_cfg(tmp_path, tmp_path / "src"), tmp_path)
     assert pipeline.split_point(c, 0.1) == (9, 0)
-    train = pipeline.split_segments(c, (9, 0))["train"]
-    ranges = pipeline.sample_ranges(train, c.total // 5, piece=4096)
+    train_bytes = c.position((9, 0))
+    assert train_bytes == sum(e - s for _, s, e in pipeline.split_segments(c, (9, 0))["train"])
+    ranges = pipeline.sample_ranges(c, train_bytes, c.total // 5, piece=4096)
     assert abs(sum(e - s for _, s, e in ranges) - c.total // 5) <= 4096
     assert {i for i, _, _ in ranges} == set(range(9))  # every part of train contributes, val (file 9) none
-    texts, size = pipeline.bpe_sample(c, train, c.total // 5, piece=4096)
+    texts, size = pipeline.bpe_sample(c, train_bytes, c.total // 5, piece=4096)
     assert all(t.endswith("\n") for t in texts if t) and size == sum(e - s for _, s, e in ranges)
     seen = []
     monkeypatch.setattr(tok, "count_chunks", lambda texts, *a, real=tok.count_chunks: real(seen.extend(texts) or seen, *a))
@@ -267,7 +268,7 @@ BAD = {
     "missing path": (["--data.source={t}/nope.txt"], "nope.txt not found"),
     "empty corpus": (["--data.source={t}/empty.txt"], "is empty"),
     "too small": (["--data.source={t}/tiny.txt"], "too small"),
-    "binary file": (["--data.source={t}/blob.bin"], "is binary"),
+    "binary file": (["--data.source={t}/blob.dat"], "is binary"),
     "not UTF-8": (["--data.source={t}/latin1.txt"], "is not UTF-8"),
     "unknown tokenizer": (["--data.source={t}/ok.txt", "--data.tokenizer=gpt5"], "unknown tokenizer"),
     "vocab_size": (["--data.source={t}/ok.txt", "--data.tokenizer=bpe", "--data.vocab_size=100"], "vocab_size"),
@@ -281,7 +282,7 @@ BAD = {
 def test_bad_input_is_one_line_and_exit_2(case, tmp_path, monkeypatch, capsys):
     write(tmp_path / "empty.txt", "")
     write(tmp_path / "tiny.txt", "hi")
-    write(tmp_path / "blob.bin", bytes(range(256)) * 4)
+    write(tmp_path / "blob.dat", bytes(range(256)) * 4)
     write(tmp_path / "latin1.txt", "Café, crème brûlée, façade, naïve, Noël, à la carte.\n".encode("latin-1") * 3)
     write(tmp_path / "ok.txt", text_of(50))
     (tmp_path / "emptydir").mkdir()
@@ -415,22 +416,6 @@ def test_memory_stays_bounded_on_a_large_corpus(tmp_path):
         for i in range(200_000_000 // len(block) + 1):
             f.write(block + f"{i}\n".encode())
     size = (tmp_path / "big.txt").stat().st_size
-    script = f"""
-import resource, sys
-sys.path.insert(0, {str(ROOT)!r})
-from smallgpt import pipeline, tokenizer
-from smallgpt.config import DataConfig
-tokenizer.gpt4_splitter()
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-cfg = DataConfig(source={str(tmp_path / 'big.txt')!r}, tokenizer='bpe', vocab_size=512, bpe_train_bytes=1_000_000,
-                 dir={str(tmp_path / 'ds')!r})
-pipeline.prepare(cfg, progress=False)
-print(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-"""
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, cwd=tmp_path)
-    assert out.returncode == 0, out.stderr
-    base_kb, peak_kb = map(int, out.stdout.split())
-    grown_mb = (peak_kb - base_kb) / 1024
-    meta = json.loads((tmp_path / "ds" / "meta.json").read_text())
+    grown_mb, meta = prepare_peak_rss(tmp_path / "big.txt", tmp_path / "ds")
     assert meta["train_bytes"] + meta["val_bytes"] == size
     assert grown_mb < 200, f"peak RSS grew by {grown_mb:.0f} MB on a {size / 1e6:.0f} MB corpus"

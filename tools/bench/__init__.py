@@ -1,7 +1,7 @@
 """Measure speed side by side: ``python -m tools.bench [CONFIG.toml] [--bench.KEY=VALUE ...]``.
 
-Four parts (``--bench.parts=train,attention,sample,prepare``), a module each in this package, each
-printed as a table as it finishes; all figures are also written to ``bench.json``:
+Five parts (``--bench.parts=train,attention,sample,prepare,formats``), a module each in this package,
+each printed as a table as it finishes; all figures are also written to ``bench.json``:
 
 * **train**: (a) nanoGPT's CPU recipe shape run two ways in this process: nanoGPT's own loop and
   ``smallgpt.step.TrainStep`` as train.py builds it for a 2,000-step run of that shape (its optimizer, its compile decision with
@@ -14,6 +14,9 @@ printed as a table as it finishes; all figures are also written to ``bench.json`
 * **sample**: ``GPT.generate`` without a cache (nanoGPT's: the window recomputed for every token)
   against the KV cache in each ``sample.long_context`` mode: recompute, rolling, sinks.
 * **prepare**: ``prepare.py``'s encoding against raw tiktoken on the same text, and its peak memory.
+* **formats**: whole ``prepare.py`` runs on the same documents as plain text, as JSON Lines and as
+  Parquet shards (generated, of ``bench.formats_jsonl_mb`` and ``bench.formats_parquet_mb``): MB/s and
+  peak RSS of each.
 
 How it measures, because these machines are shared and noisy: every figure is the median of
 ``bench.repeats`` timed runs after ``bench.warmup`` untimed ones, and figures that are compared are
@@ -45,6 +48,7 @@ from smallgpt.encoding import default_threads
 from smallgpt.safefiles import atomic_write
 from tools.bench.attention import part_attention
 from tools.bench.common import BenchSettings
+from tools.bench.formats import part_formats
 from tools.bench.prepare import part_prepare
 from tools.bench.process import part_process
 from tools.bench.sample import part_sample
@@ -82,7 +86,7 @@ def run(cfg: BenchSettings, say: Callable[[str], None] = say_line) -> dict:
         say("warning: other processes are using this machine: absolute figures will be low and noisy; "
             "the ratios (measured in rounds) are what to read")
     part_fns = {"train": part_train, "attention": part_attention, "sample": part_sample, "prepare": part_prepare,
-                "process": part_process}
+                "formats": part_formats, "process": part_process}
     for name in parts:
         t = time.perf_counter()
         results[name] = part_fns[name](cfg, device, say)

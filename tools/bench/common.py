@@ -22,7 +22,7 @@ from smallgpt.hardware import sync
 ROOT = Path(__file__).resolve().parents[2]
 
 SLOW_REPEATS = 3  # timed runs of a figure whose single run exceeds bench.slow_seconds
-PARTS = ("train", "attention", "sample", "prepare", "process")
+PARTS = ("train", "attention", "sample", "prepare", "formats", "process")
 MiB = 1 << 20
 
 MEMORY_NOTE = {False: "peak RSS of a fresh process doing only this (torch and numpy included)",
@@ -31,7 +31,7 @@ MEMORY_NOTE = {False: "peak RSS of a fresh process doing only this (torch and nu
 
 @dataclass
 class BenchConfig:
-    parts: str = "train,attention,sample,prepare"  # comma-separated parts to run (also: process, whole runs)
+    parts: str = "train,attention,sample,prepare,formats"  # comma-separated parts to run (also: process, whole runs)
     repeats: int = 5  # timed repetitions per figure (the median is reported)
     warmup: int = 2  # untimed repetitions before timing
     train_steps: int = 20  # training part: optimizer steps per timed round (GPU: also the GPT-2 steps' minimum)
@@ -51,6 +51,11 @@ class BenchConfig:
     sample_batch: str = "1"  # sampling part: batch sizes, i.e. samples generated together (comma-separated)
     sample_sinks: int = 4  # sampling part: sink tokens of the 'sinks' rolling cache
     prepare_mb: float = 20.0  # prepare part: megabytes of text encoded
+    formats_jsonl_mb: float = 20.0  # formats part: megabytes of text in the generated JSON Lines file (the report's figure: 2000)
+    formats_parquet_mb: float = 20.0  # formats part: megabytes of text in the generated Parquet shards (the report's figure: 1000)
+    formats_shard_mb: float = 250.0  # formats part: megabytes of text per Parquet shard
+    formats_row_group: int = 10_000  # formats part: rows per Parquet row group
+    formats_dir: str = ""  # formats part: where the generated files go (they are removed); empty: the system's temporary directory
     json: str = "bench.json"  # where the figures are written as JSON
     device: str = "auto"  # 'auto', 'cpu', 'cuda'
     threads: int = 0  # CPU threads of torch (torch.set_num_threads); 0 = torch's default, one per core
@@ -76,6 +81,8 @@ class BenchConfig:
         for key in ("gpt2_steps", "gpt2_block", "gpt2_batch", "threads", "sample_sinks"):
             need(getattr(self, key) >= 0, f"bench.{key}", "must be 0 or more")
         need(self.prepare_mb > 0, "bench.prepare_mb", "must be positive")
+        for key in ("formats_jsonl_mb", "formats_parquet_mb", "formats_shard_mb", "formats_row_group"):
+            need(getattr(self, key) > 0, f"bench.{key}", "must be positive")
         need(self.slow_seconds > 0, "bench.slow_seconds", "must be positive")
         need(self.process_steps >= 1, "bench.process_steps", "must be at least 1")
         need(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "bench.device",

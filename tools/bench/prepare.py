@@ -17,7 +17,7 @@ from smallgpt import tokenizer as tok
 from smallgpt.config import DataConfig
 from smallgpt import pipeline
 from smallgpt.corpus import Corpus, stdlib_files
-from smallgpt.encoding import decode, default_threads, encode_segments, encoder_for, read_blocks
+from smallgpt.encoding import decode, default_threads, encode_segments, encoder_for
 from tools.bench.common import BenchSettings, isolated, memory_mark, memory_peak, mib, table
 
 def stdlib_text(n_bytes: int) -> str:
@@ -38,7 +38,7 @@ def bench_tokenizer(data: DataConfig, text_path: Path, directory: Path) -> tuple
     size = text_path.stat().st_size
     corpus = Corpus([text_path], [size])
     cfg = dataclasses.replace(data, bpe_train_bytes=min(data.bpe_train_bytes, 2_000_000))
-    spec = pipeline.build_tokenizer(kind, cfg, corpus, [(0, 0, size)], directory, progress=False)
+    spec = pipeline.build_tokenizer(kind, cfg, corpus, size, directory, progress=False)
     return tok.load_tokenizer(spec, directory), spec
 
 
@@ -52,7 +52,7 @@ def encode_throughput(path: Path, tokenizer: Any, threads: int) -> dict:
     """
     size = path.stat().st_size
     corpus = Corpus([path], [size])
-    blocks = [decode(raw)[0] for raw in read_blocks(path, 0, size)]
+    blocks = [decode(raw)[0] for raw in corpus.blocks(0, 0, size)]
     seconds = {}
     with tempfile.TemporaryDirectory() as d:
         t = time.perf_counter()
