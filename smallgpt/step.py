@@ -72,8 +72,8 @@ class TrainStep:
         self.compiled, self.compile_reason = speed.compile_pays(t.compile, device, expected_steps, step_seconds,
                                                                 measured)
         self.warm_cache = measured.cold_compile is not None or measured.warm_compile is not None
-        if self.compiled:
-            speed.compile_blocks(self.model)  # in place: the names of the weights do not change
+        if self.compiled:  # in place: the names of the weights do not change
+            self.compile_reason += f"; {speed.COMPILE_SCOPES[speed.compile_model(self.model, device)]}"
         self.eval_model = self.model  # what evaluation runs; the step runs it in DDP under torchrun
         self.step_model = (torch.nn.parallel.DistributedDataParallel(
             self.model, device_ids=[device.index] if device.type == "cuda" else None, **NO_BUFFER_SYNC)

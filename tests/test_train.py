@@ -662,3 +662,26 @@ def test_eager_samples_a_compiled_model_without_its_compiled_blocks():
     with speed.eager(model):
         assert torch.equal(model.generate(prompt, 20, temperature=0.0), expected)  # past block_size too
     assert all(block._compiled_call_impl is refuse for block in model.transformer.h)  # restored after
+
+
+def test_cuda_compiles_the_whole_model_and_a_cpu_its_blocks():
+    """The selection only: a CPU here, so the CUDA branch is taken for a faked device; nn.Module.compile is lazy,
+    so nothing compiles.  That the whole-model compile runs and is faster on a GPU is for tools/gpu_check."""
+    from model import GPT, GPTConfig
+    config = GPTConfig.gpt2(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=16)
+    names = list(GPT(config).state_dict())
+    whole, regional = GPT(config), GPT(config)
+    assert speed.compile_model(whole, torch.device("cuda", 0)) == "model"
+    assert whole._compiled_call_impl is not None and all(b._compiled_call_impl is None for b in whole.transformer.h)
+    assert speed.compile_model(regional, torch.device("cpu")) == "blocks"
+    assert regional._compiled_call_impl is None and all(b._compiled_call_impl for b in regional.transformer.h)
+    assert list(whole.state_dict()) == list(regional.state_dict()) == names  # checkpoints keep their names
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the compiled model ran inside speed.eager")
+
+    whole._compiled_call_impl = refuse
+    x = torch.randint(0, 64, (1, 8))
+    with speed.eager(whole):
+        whole(x)
+    assert whole._compiled_call_impl is refuse
