@@ -585,6 +585,13 @@ class GPT(nn.Module):
                 raise AssertionError(f"parameter {name} has no optimizer group")
         return groups
 
+    def qkv_rows(self) -> dict[nn.Parameter, tuple[int, int, int]]:
+        """Each block's fused projection ``c_attn.weight`` -> its rows as the three matrices it stacks (Q, K, V;
+        K and V narrower with grouped-query attention), for an optimizer that treats them apart (Muon's
+        train.muon_split_qkv)."""
+        rows = (self.config.n_embd, *2 * [self.config.kv_heads * self.config.head_dim])
+        return {block.attn.c_attn.weight: rows for block in self.transformer.h}
+
     # ---- generation
 
     def new_cache(self, long_context: str = "recompute", sink_tokens: int = 4) -> KVCache:

@@ -62,7 +62,7 @@ class TrainStep:
                  "torch": torch.__version__, "processes": self.proc.world_size,
                  **({"teachers": len(self.teachers)} if self.teachers else {})}  # a distilling step costs more
         self.dtype, self.dtype_reason = self._precision(speed.Record(shape))
-        self.optimizer = build_optimizer(self.model.param_groups(), t, device.type)
+        self.optimizer = build_optimizer(self.model.param_groups(), t, device.type, qkv_rows=self.model.qkv_rows())
         self.scaler = torch.amp.GradScaler(device.type, enabled=(self.dtype == torch.float16))
         self.autocast = hardware.autocast(device, self.dtype)
         self.record = speed.Record({**shape, "dtype": str(self.dtype)})

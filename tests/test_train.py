@@ -168,13 +168,16 @@ def test_resume_after_sigkill_is_bitwise_exact(data, tmp_path):
     assert load_checkpoint(out / "ckpt.pt")["step"] == steps
 
 
-@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
-def test_resume_continues_and_extends(data, tmp_path, optimizer):
+@pytest.mark.parametrize("settings", [dict(train__optimizer="adamw"), dict(train__optimizer="muon"),
+                                      dict(train__optimizer="muon", train__muon_split_qkv="true", train__embedding_lr=0.01,
+                                           train__head_lr=0.002, train__scalar_lr=0.005, model__tie_embeddings="false")],
+                         ids=["adamw", "muon", "muon-split-qkv-per-group-rates"])
+def test_resume_continues_and_extends(data, tmp_path, settings):
     """A finished run resumed with a larger max_iters continues exactly where a longer run would be."""
     ref, out = tmp_path / "ref", tmp_path / "run"
-    train.main(argv(data, ref, train__max_iters=20, train__optimizer=optimizer))
-    train.main(argv(data, out, train__max_iters=12, train__optimizer=optimizer))
-    train.main(argv(data, out, train__max_iters=20, train__optimizer=optimizer, train__resume="true"))
+    train.main(argv(data, ref, train__max_iters=20, **settings))
+    train.main(argv(data, out, train__max_iters=12, **settings))
+    train.main(argv(data, out, train__max_iters=20, train__resume="true", **settings))
     got, want = losses(out), losses(ref)
     assert set(got) - set(want) == {(12, "eval")}  # the first run's final evaluation
     assert all(got[k] == want[k] for k in want)
