@@ -48,6 +48,7 @@ class TrainConfig:
     device: str = "auto"  # 'auto' (cuda, then mps, then cpu), 'cpu', 'cuda', 'cuda:1', 'mps'
     dtype: str = "auto"  # 'auto' (bf16 on GPUs that support it, else fp16; fp32 on cpu), 'float32', 'bfloat16', 'float16'
     compile: str = "auto"  # torch.compile: 'true', 'false', or 'auto' (when the run is long enough to pay the compile back)
+    deterministic: bool = False  # CUDA: deterministic kernels (torch.use_deterministic_algorithms, CUBLAS_WORKSPACE_CONFIG), so a resumed run repeats an uninterrupted one bit for bit there too; slower. A CPU run is deterministic already
     seed: int = 1337  # seed for weights, data order and dropout
     batch_size: int = 16  # sequences per micro-batch (per process)
     gradient_accumulation_steps: int = 1  # micro-batches per optimizer step, summed over all processes
