@@ -329,10 +329,12 @@ def test_every_shipped_config_divides_over_any_number_of_processes(path, world):
 
 
 def tiny_overrides(data: dict[str, str], out: Path) -> list[str]:
-    """A shipped config shrunk to seconds: its optimizer, schedule and accumulation, a tiny model and corpus, on the
-    CPU (gloo: two processes on one GPU would be two NCCL ranks on one card)."""
-    return [f"--{k}={v}" for k, v in {**data, "train.device": "cpu", "model.n_layer": 1, "model.n_head": 2, "model.n_embd": 32,
-                                       "model.block_size": 16, "train.batch_size": 2, "train.max_iters": 2,
+    """A shipped config shrunk to seconds: its optimizer, schedule and accumulation, a tiny model and corpus (the
+    module's dataset, as it was split), on the CPU (gloo: two processes on one GPU would be two NCCL ranks on one
+    card)."""
+    return [f"--{k}={v}" for k, v in {**data, "data.val_fraction": 0.1, "train.device": "cpu", "model.n_layer": 1,
+                                       "model.n_head": 2, "model.n_embd": 32, "model.block_size": 16,
+                                       "train.batch_size": 2, "train.max_iters": 2,
                                        "train.max_seconds": 0, "train.eval_interval": 2, "train.eval_iters": 1,
                                        "train.checkpoint_interval": 2, "train.compile": "false",
                                        "train.dtype": "float32", "train.sample_at_end": "false",
@@ -651,6 +653,44 @@ def test_gpt2_config_is_nanogpts_recipe():
     assert (m.n_layer, m.n_head, m.n_embd, m.block_size, m.pos_emb, m.tie_embeddings) == (12, 12, 768, 1024, "learned", True)
     assert t.batch_size * t.gradient_accumulation_steps * m.block_size == 491_520
     assert (t.dtype, t.compile, cfg.data.tokenizer) == ("bfloat16", "true", "gpt2")
+
+
+def test_the_speedrun_recipe_is_gpt2_small_trained_the_modern_way():
+    cfg = parse_args([str(ROOT / "config" / "gpt2-speedrun.toml")], Config, "train.py")
+    m, t = cfg.model, cfg.train
+    assert (m.n_layer, m.n_head, m.n_embd, m.block_size, cfg.data.tokenizer) == (12, 12, 768, 1024, "gpt2")
+    assert (m.pos_emb, m.qk_norm, m.activation, m.tie_embeddings, m.zero_init_proj, m.logit_softcap > 0,
+            m.vocab_multiple) == ("rope", True, "relu2", False, True, True, 64)
+    tokens_per_step = t.batch_size * t.gradient_accumulation_steps * m.block_size
+    assert tokens_per_step == 524_288 and 2.9e9 < tokens_per_step * t.max_iters < 3.1e9
+    assert (t.optimizer, t.muon_split_qkv, t.schedule, t.dtype, t.compile) == ("muon", True, "wsd", "bfloat16", "true")
+    assert (t.muon_lr, t.embedding_lr, t.head_lr, t.scalar_lr, t.weight_decay) == (0.02, 0.3, 0.008, 0.04, 0.0)
+
+
+@pytest.mark.parametrize("name", ["gpt2-124m.toml", "gpt2-speedrun.toml"])
+def test_the_gpu_recipes_train_a_few_steps_on_the_cpu(name, tmp_path, gpt2_rank_file):
+    """Each GPU recipe as written (its optimizer, rates, schedule, accumulation, options, GPT-2's tokenizer and
+    padded vocabulary) at a tiny width, on the CPU, eager, in float32: the recipe runs before a GPU is rented."""
+    out = tmp_path / "run"
+    data = {"data.source": str(write_corpus(tmp_path / "text.txt", 20_000, seed=2)), "data.tokenizer": str(gpt2_rank_file),
+            "data.dir": str(tmp_path / "data")}
+    shape = {"model.n_layer": 1, "model.n_head": 2, "model.n_embd": 32, "model.block_size": 32, "train.batch_size": 2,
+             "train.max_iters": 3, "train.warmup_iters": 1, "train.eval_interval": 3, "train.eval_iters": 1,
+             "train.checkpoint_interval": 3, "train.device": "cpu", "train.compile": "false", "train.dtype": "float32",
+             "train.sample_at_end": "false", "train.out_dir": str(out)}
+    assert train.main([str(ROOT / "config" / name), *(f"--{k}={v}" for k, v in {**data, **shape}.items())]) == 0
+    ckpt = load_checkpoint(out / "ckpt.pt")
+    assert ckpt["step"] == 3 and ckpt["model_config"]["vocab_size"] == 50257
+    assert ckpt["model"]["lm_head.weight"].shape == (50304, 32)  # 50,257 tokens in 50,304 rows
+    evals = [v for (step, kind), v in losses(out).items() if kind == "eval"]
+    assert all(math.isfinite(v) for v in evals)
+    rates = sorted(g["lr"] for g in ckpt["optimizer"]["param_groups"])
+    if name == "gpt2-speedrun.toml":  # after 3 steps of a 3-step run: each group's peak x the same multiplier
+        peaks = sorted(g["initial_lr"] for g in ckpt["optimizer"]["param_groups"])
+        assert peaks == [0.008, 0.02, 0.04, 0.3]
+        assert any(g.get("split_rows") for g in ckpt["optimizer"]["param_groups"])
+    else:
+        assert len(rates) == 2
 
 
 def test_help_lists_every_training_setting(capsys):
