@@ -134,6 +134,14 @@ def peak_flops(device: torch.device, dtype: torch.dtype) -> float:
     return _measured_peak(str(device), dtype)
 
 
+def peak_source(device: torch.device, dtype: torch.dtype) -> str:
+    """Where :func:`peak_flops` takes the peak of ``device`` for ``dtype`` from, in words."""
+    if device.type == "cuda" and dtype in (torch.bfloat16, torch.float16) and gpu_peak(device_name(device)):
+        return "the card's dense peak (hardware.GPU_PEAKS)"
+    n, repeats = probe_shape(device)
+    return f"the fastest of {repeats} {n}^3 matmuls (hardware.peak_flops)"
+
+
 def probe_shape(device: torch.device) -> tuple[int, int]:
     """(side, timed calls) of the matmul probe a device's peak is measured with: PROBE_N^3 three times on a CPU;
     on a GPU, whose card is not in GPU_PEAKS (or in fp32/TF32, which it does not list), GPU_PROBE_N^3 ten times,
