@@ -166,7 +166,8 @@ def build_optimizer(groups: dict[str, list[torch.nn.Parameter]], cfg: TrainConfi
     def rate(lr: float) -> float:
         return lr or cfg.learning_rate
 
-    live = {role: [p for p in groups.get(role, []) if p.requires_grad] for role in ("matrix", "embedding", "head", "scalar")}
+    live = {role: [p for p in groups.get(role, []) if p.requires_grad]
+            for role in ("matrix", "embedding", "head", "scalar")}
     if cfg.optimizer == "muon":
         if cfg.muon_split_qkv and qkv_rows is None:
             raise ValueError("train.muon_split_qkv needs qkv_rows (GPT.qkv_rows()) to know how c_attn stacks Q, K, V")

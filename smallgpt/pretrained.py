@@ -150,8 +150,8 @@ class Source:
                 raise UserError(f"model.block_size = {want} is larger than the context of {self.path} ({have}); "
                                 "a fine-tuned model's context can only shrink (its position table is cropped)")
             raise UserError(f"model.{name} = {want!r} contradicts {self.path}, whose {name} is {have!r}: fine-tuning "
-                            "keeps the model's shape (only a smaller model.block_size, model.dropout and model.vocab_multiple may "
-                            "change); "
+                            "keeps the model's shape (only a smaller model.block_size, model.dropout and "
+                            "model.vocab_multiple may change); "
                             f"remove model.{name} from the settings")
         return dataclasses.replace(src, **changes)
 

@@ -47,7 +47,8 @@ def argv(data: dict[str, str], out: Path, **settings) -> list[str]:
     """Command-line settings of a tiny run (2 layers, 32 wide, context 32) over ``data``, into ``out``;
     ``settings`` as keyword arguments, ``section__key=value``.  On the CPU, whatever the machine has: these are
     the CPU's tests (bitwise resumes, gloo processes); what needs a GPU is marked ``cuda`` (tests/test_cuda.py)."""
-    s = {**data, "train.device": "cpu", "model.n_layer": 2, "model.n_head": 2, "model.n_embd": 32, "model.block_size": 32,
+    s = {**data, "train.device": "cpu",
+         "model.n_layer": 2, "model.n_head": 2, "model.n_embd": 32, "model.block_size": 32,
          "train.batch_size": 4, "train.max_iters": 20, "train.eval_interval": 10, "train.eval_iters": 2,
          "train.log_interval": 1, "train.checkpoint_interval": 10, "train.warmup_iters": 5,
          "train.lr_decay_iters": 200, "train.learning_rate": 3e-3, "train.schedule": "cosine", "train.max_seconds": 0,

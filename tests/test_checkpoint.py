@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from smallgpt.checkpoint import (FORMAT, RESUME, check_resumable, find_checkpoint, load_checkpoint, model_from_checkpoint,
-                                 save_checkpoint, strip_wrapper_prefixes)
+from smallgpt.checkpoint import (FORMAT, RESUME, check_resumable, find_checkpoint, load_checkpoint,
+                                 model_from_checkpoint, save_checkpoint, strip_wrapper_prefixes)
 from smallgpt.errors import UserError
 from model import GPT, GPTConfig
 

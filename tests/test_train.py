@@ -163,9 +163,10 @@ def test_resume_after_sigkill_is_bitwise_exact(data, tmp_path):
     assert load_checkpoint(out / "ckpt.pt")["step"] == steps
 
 
-@pytest.mark.parametrize("settings", [dict(train__optimizer="adamw"), dict(train__optimizer="muon"),
-                                      dict(train__optimizer="muon", train__muon_split_qkv="true", train__embedding_lr=0.01,
-                                           train__head_lr=0.002, train__scalar_lr=0.005, model__tie_embeddings="false")],
+@pytest.mark.parametrize("settings", [
+    dict(train__optimizer="adamw"), dict(train__optimizer="muon"),
+    dict(train__optimizer="muon", train__muon_split_qkv="true", train__embedding_lr=0.01, train__head_lr=0.002,
+         train__scalar_lr=0.005, model__tie_embeddings="false")],
                          ids=["adamw", "muon", "muon-split-qkv-per-group-rates"])
 def test_resume_continues_and_extends(data, tmp_path, settings):
     """A finished run resumed with a larger max_iters continues exactly where a longer run would be."""
@@ -672,8 +673,8 @@ def test_the_gpu_recipes_train_a_few_steps_on_the_cpu(name, tmp_path, gpt2_rank_
     """Each GPU recipe as written (its optimizer, rates, schedule, accumulation, options, GPT-2's tokenizer and
     padded vocabulary) at a tiny width, on the CPU, eager, in float32: the recipe runs before a GPU is rented."""
     out = tmp_path / "run"
-    data = {"data.source": str(write_corpus(tmp_path / "text.txt", 20_000, seed=2)), "data.tokenizer": str(gpt2_rank_file),
-            "data.dir": str(tmp_path / "data")}
+    data = {"data.source": str(write_corpus(tmp_path / "text.txt", 20_000, seed=2)),
+            "data.tokenizer": str(gpt2_rank_file), "data.dir": str(tmp_path / "data")}
     shape = {"model.n_layer": 1, "model.n_head": 2, "model.n_embd": 32, "model.block_size": 32, "train.batch_size": 2,
              "train.max_iters": 3, "train.warmup_iters": 1, "train.eval_interval": 3, "train.eval_iters": 1,
              "train.checkpoint_interval": 3, "train.device": "cpu", "train.compile": "false", "train.dtype": "float32",
@@ -761,7 +762,8 @@ def test_a_step_reads_the_device_once(data, monkeypatch, optimizer):
     reads = []
     for name in ("item", "tolist", "__bool__", "__float__", "__int__", "__index__"):
         real = getattr(torch.Tensor, name)
-        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _real=real, _name=name: reads.append(_name) or _real(self, *a))
+        monkeypatch.setattr(torch.Tensor, name,
+                            lambda self, *a, _real=real, _name=name: reads.append(_name) or _real(self, *a))
     result = step(1, 1.0)
     monkeypatch.undo()
     assert reads == ["tolist"]
