@@ -40,8 +40,8 @@ def _optimizers_without_the_compiler() -> None:
     ``torch._dynamo`` on a method's first call: about 1.5 s of a laptop CPU, a third of a small run's
     start, spent on a compiler that an eager run never uses.  The wrapper keeps the untraceable form of
     each method in its ``__dynamo_disable`` attribute once made; this project traces no optimizer (it
-    compiles the model's blocks only, speed.py), so that form is the method itself, and saying so up front
-    spares the import.  Muon's own step imports nothing; torch's AdamW step still imports the compiler (its
+    compiles the model or its blocks, never an optimizer step: speed.py), so that form is the method itself,
+    and saying so up front spares the import.  Muon's own step imports nothing; torch's AdamW step still imports the compiler (its
     ``_use_grad_for_differentiable``).  Where a torch release keeps no such attribute the methods import
     the compiler as before: slower, never wrong."""
     for name in ("add_param_group", "zero_grad", "state_dict", "load_state_dict"):
