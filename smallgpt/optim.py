@@ -41,9 +41,9 @@ def _optimizers_without_the_compiler() -> None:
     start, spent on a compiler that an eager run never uses.  The wrapper keeps the untraceable form of
     each method in its ``__dynamo_disable`` attribute once made; this project traces no optimizer (it
     compiles the model or its blocks, never an optimizer step: speed.py), so that form is the method itself,
-    and saying so up front spares the import.  Muon's own step imports nothing; torch's AdamW step still imports the compiler (its
-    ``_use_grad_for_differentiable``).  Where a torch release keeps no such attribute the methods import
-    the compiler as before: slower, never wrong."""
+    and saying so up front spares the import.  Muon's own step imports nothing; torch's AdamW step still
+    imports the compiler (its ``_use_grad_for_differentiable``).  Where a torch release keeps no such
+    attribute the methods import the compiler as before: slower, never wrong."""
     for name in ("add_param_group", "zero_grad", "state_dict", "load_state_dict"):
         method = getattr(getattr(torch.optim.Optimizer, name), "__wrapped__", None)
         if method is not None and not hasattr(method, "__dynamo_disable"):
