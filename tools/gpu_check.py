@@ -1,7 +1,8 @@
 """One prepared check of the GPU path: ``python -m tools.gpu_check [CONFIG.toml] [--gpu_check.KEY=VALUE ...]``.
 
 Everything this project measured, it measured on CPUs.  This tool is what to run the first time a GPU is at
-hand, once, in under 8 minutes on one H100 or H200, with no network: it writes its figures to
+hand, once, on one H100 or H200, with no network, within 8 minutes (``gpu_check.budget``: the whole check stops
+there, however its stages fare; it has not been timed on a GPU yet): it writes its figures to
 ``gpu_check.out`` (``summary.json``, ``summary.md``, and each stage's log), so that whoever runs it copies one
 directory back.  Its stages, in order, each in a subprocess of its own with its own time cap (``CAPS``; and no
 more than what is left of ``gpu_check.budget``); a stage that fails or runs out of time is recorded with the
@@ -64,8 +65,8 @@ SUMMARY = ("The GPU path checked in stages (tests, speed and MFU compiled and no
            "a killed and resumed torchrun, sampling, HellaSwag), each in its own subprocess with its own time cap; "
            "writes summary.json and summary.md to gpu_check.out.")
 STAGES = ("env", "pytest", "prepare", "speed", "speed_eager", "nanogpt", "resume", "sample", "hellaswag")
-# seconds each stage may take (full, tiny): on one H100 the full check's stages add up to under 8 minutes
-# together with its start-up; tiny caps are generous for a loaded 2-core CPU
+# seconds each stage may take (full, tiny): estimates for one H100 (nanoGPT says GPT-2 small compiles in about a
+# minute), not yet timed on one; gpu_check.budget bounds their sum. Tiny caps are for a loaded 2-core CPU
 CAPS = {"env": (20, 60), "pytest": (120, 120), "prepare": (30, 60), "speed": (140, 90), "speed_eager": (45, 90),
         "nanogpt": (90, 60), "resume": (60, 120), "sample": (30, 60), "hellaswag": (20, 60)}
 SPEEDRUN = ROOT / "config" / "gpt2-speedrun.toml"
