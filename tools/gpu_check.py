@@ -53,9 +53,10 @@ import torch
 
 from model import GPTConfig
 from smallgpt import hardware
-from smallgpt.checkpoint import load_checkpoint
+from smallgpt.checkpoint import LAST, load_checkpoint
 from smallgpt.cli import Settings, comma_list, need, parse_args, run_main
 from smallgpt.config import Config, DataConfig, TrainConfig
+from smallgpt.curves import METRICS, read_records
 from smallgpt.safefiles import atomic_write
 from tools.bench.common import ROOT, BenchConfig, BenchSettings
 from tools.bench.sample import part_sample
@@ -306,9 +307,8 @@ def resume_args(ctx: Ctx, out: Path) -> list[str]:
 
 def losses(out: Path) -> dict[tuple[int, str], float]:
     """Every training loss and validation loss of a run directory, by (step, kind)."""
-    records = [json.loads(s) for s in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
-    return {(r["step"], "train" if "loss" in r else "val"): r.get("loss", r.get("val_loss")) for r in records
-            if "loss" in r or "val_loss" in r}
+    return {(r["step"], "train" if "loss" in r else "val"): r.get("loss", r.get("val_loss"))
+            for r in read_records(out / METRICS) if "loss" in r or "val_loss" in r}
 
 
 def stage_resume(ctx: Ctx) -> dict:
@@ -321,13 +321,13 @@ def stage_resume(ctx: Ctx) -> dict:
         run = subprocess.Popen(resume_args(ctx, killed), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                process_group=0)  # torchrun and its worker: one group, killed together
         until = time.time() + 0.4 * ctx.left()
-        while not (killed / "ckpt.pt").exists() and run.poll() is None and time.time() < until:
+        while not (killed / LAST).exists() and run.poll() is None and time.time() < until:
             time.sleep(0.005)
         os.killpg(run.pid, signal.SIGKILL)
         run.wait()
-    if run.returncode != -signal.SIGKILL or not (killed / "ckpt.pt").exists():
+    if run.returncode != -signal.SIGKILL or not (killed / LAST).exists():
         return {"status": "failed: the run ended before it could be killed", "summary": f"exit {run.returncode}"}
-    killed_at = load_checkpoint(killed / "ckpt.pt")["step"]
+    killed_at = load_checkpoint(killed / LAST)["step"]
     if ctx.run(resume_args(ctx, killed) + ["--train.resume=true"]).returncode != 0:
         return {"status": "failed: the resumed run failed", "summary": ""}
     got, want = losses(killed), losses(ref)
@@ -392,7 +392,7 @@ def hellaswag_items(ctx: Ctx) -> Path:
 
 def stage_hellaswag(ctx: Ctx) -> dict:
     run = ctx.work / "resume-ref"
-    if not (run / "ckpt.pt").exists():
+    if not (run / LAST).exists():
         return {"status": "skipped: no model (the resume stage's run directory is missing)", "summary": ""}
     helped = ctx.run([sys.executable, "eval.py", "--help"], share=0.3)
     if "--eval.task=" not in helped.stdout or "hellaswag" not in helped.stdout:
