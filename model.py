@@ -51,13 +51,14 @@ class GPTConfig:
     tie_embeddings: bool = True  # share the token embedding with the LM head (GPT-2: true)
     logit_softcap: float = 0.0  # cap logits smoothly at +-this value with tanh; 0 = off
     zero_init_proj: bool = False  # initialise the residual output projections to zero
+    vocab_multiple: int = 64  # the embedding and head get vocab_size rounded up to a multiple of this many rows (GPU tensor-core shapes: GPT-2's 50,257 -> 50,304); the extra rows are never used; 1 = none
 
     def __post_init__(self) -> None:
         def need(ok: bool, name: str, what: str) -> None:
             if not ok:
                 raise ValueError(f"{name} {what}, got {getattr(self, name)!r}")
 
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "vocab_multiple"):
             need(isinstance(getattr(self, name), int) and getattr(self, name) > 0, name, "must be a positive integer")
         need(self.n_embd % self.n_head == 0, "n_embd", f"must be divisible by n_head ({self.n_head})")
         need(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)")
@@ -88,6 +89,17 @@ class GPTConfig:
     @property
     def head_dim(self) -> int:
         return self.n_embd // self.n_head
+
+    @property
+    def padded_vocab(self) -> int:
+        """Rows of the token embedding and the LM head: vocab_size rounded up to a multiple of vocab_multiple.
+
+        A GPU's tensor cores run a matmul fastest when its sides are multiples of 8 elements in 16-bit
+        formats, and of 64 best (tile quantisation: NVIDIA's matrix-multiplication performance guide); the head
+        is the largest matmul of a small model (~30 % of GPT-2 small's matmul FLOPs), so nanoGPT pads GPT-2's
+        50,257 to 50,304 and nanochat to a multiple of 64.  The padding rows are no
+        tokens: ``GPT.head`` cuts their logits off before any softmax, loss or sample sees them."""
+        return -(-self.vocab_size // self.vocab_multiple) * self.vocab_multiple
 
     @property
     def mlp_hidden(self) -> int:
@@ -397,6 +409,21 @@ class Block(nn.Module):
 # --------------------------------------------------------------------------- the model
 
 
+VOCAB_ROWS = ("transformer.wte.weight", "lm_head.weight")  # the weights with a row per token (and padding)
+
+
+def fit_vocab_rows(state_dict: dict[str, torch.Tensor], rows: int) -> dict[str, torch.Tensor]:
+    """``state_dict`` with its token embedding and LM head cut or zero-padded to ``rows`` rows: GPT-2's 50,257
+    into a padded model's 50,304, a model into another ``vocab_multiple``, or a padded model back to its real
+    vocabulary (an export).  Rows past the real vocabulary are never used, so nothing else changes."""
+    out = dict(state_dict)
+    for name in VOCAB_ROWS:
+        w = state_dict.get(name)
+        if w is not None and w.size(0) != rows:
+            out[name] = w[:rows] if w.size(0) > rows else torch.cat([w, w.new_zeros(rows - w.size(0), *w.shape[1:])])
+    return out
+
+
 def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
                 top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
     """Pick one token per row of logits (B, V) -> (B,).
@@ -434,6 +461,12 @@ class GPT(nn.Module):
                        ln_f=make_norm(config, config.n_embd))
         self.transformer = nn.ModuleDict(modules)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        for m in (self.transformer.wte, self.lm_head):
+            # zero rows up to GPTConfig.padded_vocab; built at the real size first, so that the random stream,
+            # and with it every initial weight, is an unpadded model's
+            padding = m.weight.new_zeros(config.padded_vocab - config.vocab_size, config.n_embd)
+            m.weight = nn.Parameter(torch.cat([m.weight.detach(), padding]))  # (padded_vocab, C)
+        self.transformer.wte.num_embeddings = self.lm_head.out_features = config.padded_vocab
         if config.tie_embeddings:
             # one matrix both reads tokens in and scores them out (Press & Wolf 2017): fewer
             # parameters, and rare tokens' input embeddings get gradient from every output step
@@ -449,10 +482,12 @@ class GPT(nn.Module):
                 else:
                     nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
+    def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            weight = module.weight
+            if module is self.transformer.wte or module is self.lm_head:
+                weight = weight.detach()[:self.config.vocab_size]  # the real rows; the padding stays zero
+            nn.init.normal_(weight, mean=0.0, std=0.02)
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
@@ -480,8 +515,12 @@ class GPT(nn.Module):
         return self.transformer.ln_f(x)
 
     def head(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (..., V) from hidden states (..., C); soft-capped as cap * tanh(logits / cap) if set (Gemma 2)."""
-        logits = self.lm_head(x)
+        """Logits (..., V) of the real vocabulary from hidden states (..., C); soft-capped as cap * tanh(logits / cap)
+        if set (Gemma 2).  The padding rows' logits (GPTConfig.padded_vocab) are cut off here, so no softmax, loss
+        or sample ever counts them, and their rows of the head get no gradient."""
+        logits = self.lm_head(x)  # (..., padded_vocab)
+        if logits.size(-1) != self.config.vocab_size:
+            logits = logits[..., :self.config.vocab_size]  # (..., V)
         cap = self.config.logit_softcap
         return cap * torch.tanh(logits / cap) if cap else logits
 
@@ -497,20 +536,30 @@ class GPT(nn.Module):
 
     # ---- counting
 
+    @property
+    def padding_weights(self) -> int:
+        """Weights in each padding part of the embedding and the head (GPTConfig.padded_vocab): never used."""
+        return (self.config.padded_vocab - self.config.vocab_size) * self.config.n_embd
+
     def num_params(self) -> int:
-        """All parameters, the tied embedding/head matrix once, position embeddings included."""
-        return sum(p.numel() for p in self.parameters())
+        """All parameters, the tied embedding/head matrix once, position embeddings included; the padding
+        rows of the embedding and the head (GPTConfig.vocab_multiple) left out, since no token uses them."""
+        padding = self.padding_weights * (1 if self.config.tie_embeddings else 2)
+        return sum(p.numel() for p in self.parameters()) - padding
 
     def flops_per_token(self, seq_len: int | None = None) -> int:
         """Training FLOPs (forward + backward) per token, PaLM's convention (Chowdhery et al. 2022, app. B).
 
         6 * N + 12 * n_layer * n_embd * T, where N counts the weights of every matrix multiply: the
         Linear layers of the blocks and the LM head (the tied token embedding counts there, once).
-        Lookups (token and position embeddings as such), biases and norm gains are left out.  The
-        attention term is Q K^T and A V over a context of T = block_size (or ``seq_len``), counted for
-        the full T x T square as PaLM does, although causal kernels may skip the masked half.
+        Lookups (token and position embeddings as such), biases and norm gains are left out, and so are
+        the head's padding rows (GPTConfig.padded_vocab): a GPU computes them, but they are the hardware's
+        FLOPs, not the model's, so MFU credits a padded model only with what it needs and compares fairly
+        with an unpadded one.  The attention term is Q K^T and A V over a context of T = block_size (or
+        ``seq_len``), counted for the full T x T square as PaLM does, although causal kernels may skip the
+        masked half.
         """
-        n_matmul = sum(m.weight.numel() for m in self.modules() if isinstance(m, nn.Linear))
+        n_matmul = sum(m.weight.numel() for m in self.modules() if isinstance(m, nn.Linear)) - self.padding_weights
         T = seq_len or self.config.block_size
         return 6 * n_matmul + 12 * self.config.n_layer * self.config.n_embd * T
 
@@ -535,6 +584,13 @@ class GPT(nn.Module):
             else:
                 raise AssertionError(f"parameter {name} has no optimizer group")
         return groups
+
+    def qkv_rows(self) -> dict[nn.Parameter, tuple[int, int, int]]:
+        """Each block's fused projection ``c_attn.weight`` -> its rows as the three matrices it stacks (Q, K, V;
+        K and V narrower with grouped-query attention), for an optimizer that treats them apart (Muon's
+        train.muon_split_qkv)."""
+        rows = (self.config.n_embd, *2 * [self.config.kv_heads * self.config.head_dim])
+        return {block.attn.c_attn.weight: rows for block in self.transformer.h}
 
     # ---- generation
 

@@ -37,6 +37,9 @@ RESUME = ("optimizer", "step", "best_val_loss", "train_seconds", "tokens_seen", 
 LAST, BEST, CONFIG = "ckpt.pt", "best.pt", "config.toml"  # file names inside a run directory
 WRAPPER_PREFIXES = ("_orig_mod.", "module.")  # added to parameter names by torch.compile and DDP
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive
+# model settings added since checkpoints were first written, at the value that describes a checkpoint without
+# them: a model_config that lacks vocab_multiple was built unpadded
+OLDER_MODEL_CONFIG = {"vocab_multiple": 1}
 
 
 class _RecordingWriter:
@@ -197,7 +200,7 @@ def check_resumable(ckpt: dict[str, Any], path: Path, config: dict[str, Any], da
     if ckpt["tokenizer"] != tokenizer:
         refuse("its tokenizer differs from this dataset's")
     now = {k: v for k, v in config["model"].items()}
-    diff = [f"model.{k}: checkpoint {v!r}, now {now[k]!r}" for k, v in ckpt["model_config"].items()
+    diff = [f"model.{k}: checkpoint {v!r}, now {now[k]!r}" for k, v in saved_model_config(ckpt).items()
             if k in now and now[k] != v]
     if diff:
         refuse("model settings differ (" + "; ".join(diff) + ")")
@@ -232,10 +235,15 @@ def restore(ckpt: dict[str, Any], model: GPT, optimizer: torch.optim.Optimizer,
 # --------------------------------------------------------------------------- the model alone
 
 
+def saved_model_config(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint's model_config, a setting that did not exist when it was written at the value it had then."""
+    return {**OLDER_MODEL_CONFIG, **ckpt["model_config"]}
+
+
 def model_from_checkpoint(ckpt: dict[str, Any], device: str | torch.device = "cpu") -> GPT:
     """The GPT a checkpoint holds, on ``device``, in eval mode."""
     try:
-        config = GPTConfig(**ckpt["model_config"])
+        config = GPTConfig(**saved_model_config(ckpt))
     except (TypeError, ValueError) as e:
         raise UserError(f"the checkpoint's model_config does not fit this model.py ({e}); "
                         "use the version of smallgpt that wrote it") from None

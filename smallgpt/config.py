@@ -60,6 +60,7 @@ class TrainConfig:
     device: str = "auto"  # 'auto' (cuda, then mps, then cpu), 'cpu', 'cuda', 'cuda:1', 'mps'
     dtype: str = "auto"  # 'auto' (bf16 on GPUs that support it, else fp16; on a CPU bf16 autocast where measured faster, else fp32), 'float32', 'bfloat16', 'float16'
     compile: str = "auto"  # torch.compile: 'true', 'false', or 'auto' (when the run is long enough to pay the compile back)
+    deterministic: bool = False  # CUDA: deterministic kernels (torch.use_deterministic_algorithms, CUBLAS_WORKSPACE_CONFIG), so a resumed run repeats an uninterrupted one bit for bit there too; slower. A CPU run is deterministic already
     seed: int = 1337  # seed for weights, data order and dropout
     batch_size: int = 16  # sequences per micro-batch (per process)
     gradient_accumulation_steps: int = 1  # micro-batches per optimizer step, summed over all processes
@@ -67,10 +68,14 @@ class TrainConfig:
     max_seconds: float = 480.0  # budget of training time in seconds (evaluation excluded); 0 = none. When set, the schedule follows time
     optimizer: str = "muon"  # 'muon' (orthogonalised momentum for the 2-D weights inside the blocks, AdamW for the rest) or 'adamw'
     learning_rate: float = 1e-2  # peak AdamW learning rate (with Muon: of the embeddings, head and gains)
+    embedding_lr: float = 0.0  # peak learning rate of the token and position embeddings (and of the head when tied); 0 = train.learning_rate
+    head_lr: float = 0.0  # peak learning rate of the untied LM head; 0 = train.learning_rate
+    scalar_lr: float = 0.0  # peak learning rate of the norm gains and biases; 0 = train.learning_rate
     min_lr: float = 1e-3  # AdamW learning rate at the end of the decay
     muon_lr: float = 0.02  # peak Muon learning rate (optimizer = 'muon')
     muon_momentum: float = 0.95  # Muon momentum
     muon_weight_decay: float = 0.0  # decoupled weight decay of the Muon-trained matrices (optimizer = 'muon')
+    muon_split_qkv: bool = False  # Muon orthogonalises the fused attention projection's q, k and v blocks apart, as the three matrices they are (modded-nanogpt), not the stack as one
     beta1: float = 0.9  # AdamW beta1
     beta2: float = 0.99  # AdamW beta2
     weight_decay: float = 0.1  # AdamW weight decay, applied to 2-D weights only
@@ -113,6 +118,8 @@ class TrainConfig:
         need(self.learning_rate > 0, "train.learning_rate", f"must be positive, got {self.learning_rate}")
         need(0 <= self.min_lr <= self.learning_rate, "train.min_lr", "must be between 0 and train.learning_rate")
         need(self.muon_lr > 0, "train.muon_lr", "must be positive")
+        for key in ("embedding_lr", "head_lr", "scalar_lr"):
+            need(getattr(self, key) >= 0, f"train.{key}", "must be 0 (train.learning_rate) or positive")
         need(0 <= self.muon_momentum < 1, "train.muon_momentum", "must be in [0, 1)")
         need(self.muon_weight_decay >= 0, "train.muon_weight_decay", "must be 0 or more")
         need(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "train.beta1", "beta1 and beta2 must be in [0, 1)")

@@ -40,19 +40,34 @@ class Proc:
         return self.world_size > 1
 
 
+def check_gpus_per_node(local_processes: int, gpus: int) -> None:
+    """Refuse more processes on a node than the GPUs they all see: two ranks would share a GPU, which NCCL
+    refuses at the first collective with a traceback from deep inside it."""
+    if local_processes > gpus:
+        raise UserError(f"{local_processes} processes on this node but {gpus} GPU(s): two ranks would share a GPU, "
+                        f"which NCCL refuses; start at most {gpus} a node (torchrun --nproc_per_node={gpus}), or train "
+                        "on the CPU with --train.device=cpu (gloo)")
+
+
 def process_and_device(device_name: str) -> tuple[Proc, torch.device]:
     """This process's place in a torchrun job (env RANK, WORLD_SIZE, LOCAL_RANK) and its device.
 
-    Under torchrun each process takes GPU ``local_rank`` modulo the GPUs it sees (a launcher may show
-    each process one GPU only).  The process group is joined later (:func:`join_process_group`), once
-    the dataset is ready, so that a long first preparation cannot run into a collective's timeout.
+    Under torchrun each process takes GPU ``local_rank`` of the node's, and more processes on a node than
+    GPUs are refused (:func:`check_gpus_per_node`; torchrun says how many in LOCAL_WORLD_SIZE).  Where a
+    launcher chose each process's GPUs itself (CUDA_VISIBLE_DEVICES set, e.g. one GPU each), a process
+    takes ``local_rank`` modulo the GPUs it sees.  The process group is joined later
+    (:func:`join_process_group`), once the dataset is ready, so that a long first preparation cannot run
+    into a collective's timeout.
     """
     device = hardware.pick_device(device_name)
     proc = Proc()
     if "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         proc = Proc(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")), int(os.environ["WORLD_SIZE"]))
         if device.type == "cuda":
-            device = torch.device("cuda", proc.local_rank % torch.cuda.device_count())
+            gpus = torch.cuda.device_count()
+            if "CUDA_VISIBLE_DEVICES" not in os.environ:
+                check_gpus_per_node(max(int(os.environ.get("LOCAL_WORLD_SIZE", "0")), proc.local_rank + 1), gpus)
+            device = torch.device("cuda", proc.local_rank % gpus)
     if device.type == "cuda":
         device = torch.device("cuda", device.index if device.index is not None else torch.cuda.current_device())
         torch.cuda.set_device(device)  # so that kernels and allocations of this process land on it
@@ -60,9 +75,14 @@ def process_and_device(device_name: str) -> tuple[Proc, torch.device]:
 
 
 def join_process_group(proc: Proc, device: torch.device) -> None:
-    """Join the process group torchrun set up: nccl on GPUs, gloo on CPUs."""
+    """Join the process group torchrun set up: nccl on GPUs, gloo on CPUs.  On CUDA the process's GPU is named
+    (``device_id``): NCCL then binds the group to it at once, instead of guessing the device at the first
+    collective (and warning that a wrong guess can hang)."""
     if proc.distributed and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            dist.init_process_group(backend="nccl", device_id=device)
+        else:
+            dist.init_process_group(backend="gloo")
 
 
 def local_accumulation(accum: int, world_size: int) -> int:

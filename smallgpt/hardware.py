@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import platform
 import re
 import time
@@ -20,12 +21,15 @@ from smallgpt.errors import UserError
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 # dense (no sparsity) tensor-core peaks in FLOP/s for bf16/fp16, by the model name in the device's name:
-# whole words, most specific first, so that an "H200 NVL" is not an "H200" and an "RTX A1000" not an "A10"
+# whole words, most specific first, so that an "H200 NVL" is not an "H200" and an "RTX A1000" not an "A10".
+# The vendor's datasheets give the peaks with 2:4 sparsity, twice these: H800 SXM 1,979 and PCIe 1,513 TFLOPS
+# (NVIDIA H800 datasheet, as H100 SXM and PCIe); per GPU of a GB200 NVL72, 5 PFLOPS (NVIDIA's GB200 NVL72
+# specifications), of an HGX B200, 4.5 PFLOPS.
 GPU_PEAKS = [
     ("GH200", 989e12), ("H200 NVL", 835e12), ("H200", 989e12), ("H100 NVL", 835e12), ("H100 PCIe", 756e12),
-    ("H100", 989e12), ("B200", 2250e12), ("A100", 312e12), ("A800", 312e12), ("L40S", 362e12), ("L40", 181e12),
-    ("L4", 121e12), ("A10G", 70e12), ("A10", 125e12), ("RTX 4090", 165e12), ("RTX 3090", 71e12),
-    ("V100", 125e12), ("T4", 65e12),
+    ("H100", 989e12), ("H800 PCIe", 756e12), ("H800", 989e12), ("GB200", 2500e12), ("B200", 2250e12),
+    ("A100", 312e12), ("A800", 312e12), ("L40S", 362e12), ("L40", 181e12), ("L4", 121e12), ("A10G", 70e12),
+    ("A10", 125e12), ("RTX 4090", 165e12), ("RTX 3090", 71e12), ("V100", 125e12), ("T4", 65e12),
 ]
 
 
@@ -98,11 +102,20 @@ def pick_dtype(name: str, device: torch.device, key: str = "train.dtype") -> tor
     return dtype
 
 
-def setup(device: torch.device) -> None:
-    """Process-wide speed settings: TF32 matmuls on NVIDIA GPUs (fp32 tensors, 10-bit-mantissa math)."""
+def setup(device: torch.device, deterministic: bool = False) -> None:
+    """Process-wide settings: TF32 matmuls on NVIDIA GPUs (fp32 tensors, 10-bit-mantissa math); with
+    ``deterministic`` (train.deterministic), kernels that give the same bits every run on CUDA.
+
+    A CPU's kernels are deterministic already.  On CUDA some are not (atomic adds: flash attention's backward,
+    index_add, scatter_add), and cuBLAS needs a fixed workspace to be (its CUBLAS_WORKSPACE_CONFIG, set before
+    the first matmul: this is called before the model is built).  torch.use_deterministic_algorithms makes
+    torch pick a deterministic kernel for every op that has one and raise for one that has none."""
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+        if deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
 
 
 def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
@@ -119,6 +132,22 @@ def peak_flops(device: torch.device, dtype: torch.dtype) -> float:
         if peak is not None:
             return peak
     return _measured_peak(str(device), dtype)
+
+
+def peak_source(device: torch.device, dtype: torch.dtype) -> str:
+    """Where :func:`peak_flops` takes the peak of ``device`` for ``dtype`` from, in words."""
+    if device.type == "cuda" and dtype in (torch.bfloat16, torch.float16) and gpu_peak(device_name(device)):
+        return "the card's dense peak (hardware.GPU_PEAKS)"
+    n, repeats = probe_shape(device)
+    return f"the fastest of {repeats} {n}^3 matmuls (hardware.peak_flops)"
+
+
+def probe_shape(device: torch.device) -> tuple[int, int]:
+    """(side, timed calls) of the matmul probe a device's peak is measured with: PROBE_N^3 three times on a CPU;
+    on a GPU, whose card is not in GPU_PEAKS (or in fp32/TF32, which it does not list), GPU_PROBE_N^3 ten times,
+    since a 2048^3 matmul is too small to fill a large GPU (on a Hopper it runs far below the card's peak, so MFU
+    against it reads too high)."""
+    return (GPU_PROBE_N, 10) if device.type == "cuda" else (PROBE_N, 3)
 
 
 class MatmulProbe:
@@ -149,12 +178,14 @@ class MatmulProbe:
 
 
 PROBE_N = 2048  # the matmul whose FLOP rate is a CPU's peak for MFU
+GPU_PROBE_N = 8192  # a GPU's (probe_shape)
 
 
 @functools.lru_cache(maxsize=None)
-def _measured_peak(device: str, dtype: torch.dtype, repeats: int = 3) -> float:
-    """The probe's peak after one untimed warm-up call, once per process, device and dtype."""
-    probe = MatmulProbe(torch.device(device), dtype)
+def _measured_peak(device: str, dtype: torch.dtype) -> float:
+    """The probe's peak (probe_shape) after one untimed warm-up call, once per process, device and dtype."""
+    n, repeats = probe_shape(torch.device(device))
+    probe = MatmulProbe(torch.device(device), dtype, n)
     probe()
     probe.times.clear()
     for _ in range(repeats):

@@ -61,7 +61,7 @@ from typing import Any
 import tiktoken
 import torch
 
-from model import GPT, GPTConfig
+from model import GPT, GPTConfig, fit_vocab_rows
 from smallgpt.checkpoint import find_checkpoint, load_checkpoint, model_from_checkpoint
 from smallgpt.errors import UserError
 from smallgpt.tokenizer import EOT, load_tokenizer
@@ -218,7 +218,8 @@ def gpt2_state_dict(tensors: dict[str, torch.Tensor], config: GPTConfig, where: 
     """transformers' GPT2LMHeadModel (or GPT2Model) tensors under model.GPT's names, float32.
 
     The names match once the optional ``transformer.`` prefix is added; the Conv1D weights are
-    transposed to nn.Linear's (out, in); a tied head, which save_pretrained leaves out, is the embedding."""
+    transposed to nn.Linear's (out, in); a tied head, which save_pretrained leaves out, is the embedding;
+    the embedding and head get the padding rows of ``config.padded_vocab`` (zeros, never used)."""
     sd = {}
     for key, value in tensors.items():
         name = key if key.startswith(("transformer.", "lm_head.")) else f"transformer.{key}"
@@ -233,7 +234,7 @@ def gpt2_state_dict(tensors: dict[str, torch.Tensor], config: GPTConfig, where: 
     if missing or unexpected:
         raise UserError(f"{where}: the weights do not fit its config.json (missing {missing[:2]}, unexpected "
                         f"{unexpected[:2]}); download the model again")
-    return sd
+    return fit_vocab_rows(sd, config.padded_vocab)
 
 
 def _gpt_names(config: GPTConfig) -> list[str]:
@@ -458,6 +459,7 @@ def to_hf(model: GPT, eot_id: int) -> HFModel:
     """``model`` in the transformers architecture that computes the same function (refused when there is none)."""
     kind = architecture(model.config)
     sd = {k: v.detach().to("cpu", torch.float32) for k, v in model.state_dict().items()}
+    sd = fit_vocab_rows(sd, model.config.vocab_size)  # the padding rows are no tokens: transformers gets the real ones
     config, tensors = EXPORTERS[kind](model, sd, eot_id)
     return HFModel(config, {k: v.contiguous() for k, v in tensors.items()})
 

@@ -7,6 +7,11 @@
   semi-orthogonal matrix, found by a few Newton–Schulz iterations.  It equalises the update's
   singular values, so rare directions learn as fast as common ones.  Embeddings, the LM head and
   gains are not hidden matrices and keep AdamW, inside the same optimizer object (one state_dict).
+  The fused attention projection stacks three matrices (Q, K, V); ``train.muon_split_qkv``
+  orthogonalises each apart, as modded-nanogpt does, instead of the 3C x C stack as one.
+* **A learning rate per role** (modded-nanogpt, nanochat): the embeddings, the head and the scalar
+  gains each take their own peak rate (``train.embedding_lr``, ``head_lr``, ``scalar_lr``; 0 is
+  ``train.learning_rate``), beside Muon's ``train.muon_lr`` for the matrices.
 * **Schedules**, as one multiplier of every group's peak learning rate: linear warmup, then
   'cosine' decay to ``min_lr`` or 'wsd' (warmup–stable–decay: constant, then a linear decay over the
   last ``decay_fraction`` of the run; Hägele et al. 2024).  With a wall-clock budget
@@ -35,10 +40,10 @@ def _optimizers_without_the_compiler() -> None:
     ``torch._dynamo`` on a method's first call: about 1.5 s of a laptop CPU, a third of a small run's
     start, spent on a compiler that an eager run never uses.  The wrapper keeps the untraceable form of
     each method in its ``__dynamo_disable`` attribute once made; this project traces no optimizer (it
-    compiles the model's blocks only, speed.py), so that form is the method itself, and saying so up front
-    spares the import.  Muon's own step imports nothing; torch's AdamW step still imports the compiler (its
-    ``_use_grad_for_differentiable``).  Where a torch release keeps no such attribute the methods import
-    the compiler as before: slower, never wrong."""
+    compiles the model or its blocks, never an optimizer step: speed.py), so that form is the method itself,
+    and saying so up front spares the import.  Muon's own step imports nothing; torch's AdamW step still
+    imports the compiler (its ``_use_grad_for_differentiable``).  Where a torch release keeps no such
+    attribute the methods import the compiler as before: slower, never wrong."""
     for name in ("add_param_group", "zero_grad", "state_dict", "load_state_dict"):
         method = getattr(getattr(torch.optim.Optimizer, name), "__wrapped__", None)
         if method is not None and not hasattr(method, "__dynamo_disable"):
@@ -71,13 +76,20 @@ def newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.T
     return x.to(g.dtype)
 
 
+def muon_scale(w: torch.Tensor) -> float:
+    """max(1, rows/cols)^0.5: keeps the RMS per element of an orthogonalised update comparable across shapes."""
+    return max(1.0, w.size(0) / w.size(1)) ** 0.5
+
+
 class Muon(torch.optim.Optimizer):
     """Muon for groups with ``use_muon=True`` (2-D weights), AdamW for the others.
 
     Muon step per weight W (rows x cols) with gradient G:
         m <- momentum·m + (1 - momentum)·G;   u <- Nesterov: lerp(G, m, momentum)
         W <- W·(1 - lr·wd) - lr · max(1, rows/cols)^0.5 · NewtonSchulz(u)
-    The scale keeps the update's RMS per element comparable across shapes (modded-nanogpt).
+    The scale keeps the update's RMS per element comparable across shapes (modded-nanogpt).  A Muon group
+    may carry ``split_rows``, one entry per parameter: None, or the row counts of the matrices the weight
+    stacks (a fused Q, K, V projection), each of which then takes the step above on its own rows.
     """
 
     def __init__(self, param_groups: list[dict]):
@@ -101,7 +113,7 @@ class Muon(torch.optim.Optimizer):
                 loss = closure()
         for group in self.param_groups:
             lr, wd = group["lr"], group["weight_decay"]
-            for p in group["params"]:
+            for p, rows in zip(group["params"], group.get("split_rows") or [None] * len(group["params"])):
                 if p.grad is None:
                     continue
                 state = self.state[p]
@@ -112,7 +124,11 @@ class Muon(torch.optim.Optimizer):
                     buf.lerp_(p.grad, 1 - group["momentum"])
                     u = p.grad.lerp(buf, group["momentum"]) if group["nesterov"] else buf
                     p.mul_(1 - lr * wd)
-                    p.add_(newton_schulz(u), alpha=-lr * max(1.0, p.size(0) / p.size(1)) ** 0.5)
+                    if rows is None:
+                        p.add_(newton_schulz(u), alpha=-lr * muon_scale(p))
+                    else:  # each stacked matrix on its own rows (views of p, updated in place)
+                        for w, part in zip(p.split(rows), u.split(rows)):
+                            w.add_(newton_schulz(part), alpha=-lr * muon_scale(w))
                 else:
                     if not state:
                         state["step"] = 0  # a plain int: no device sync to read it
@@ -129,32 +145,54 @@ class Muon(torch.optim.Optimizer):
         return loss
 
 
-def build_optimizer(groups: dict[str, list[torch.nn.Parameter]], cfg: TrainConfig,
-                    device_type: str, fused: bool | None = None) -> torch.optim.Optimizer:
+def build_optimizer(groups: dict[str, list[torch.nn.Parameter]], cfg: TrainConfig, device_type: str,
+                    fused: bool | None = None,
+                    qkv_rows: dict[torch.nn.Parameter, tuple[int, ...]] | None = None) -> torch.optim.Optimizer:
     """The optimizer ``cfg.optimizer`` names, over ``GPT.param_groups()``.
+
+    A param group per role, in GPT.param_groups' order: the matrices inside the blocks (Muon at
+    ``muon_lr``, or AdamW at ``learning_rate``), the embeddings (``embedding_lr``), the head
+    (``head_lr``), both with ``weight_decay``, and the scalar gains and biases (``scalar_lr``, no weight
+    decay); a rate of 0 is ``learning_rate``.  Neighbouring groups whose settings are all equal are one
+    group, so with the default rates the optimizer is the single-rate one this project always built, group
+    for group and parameter for parameter: its steps, its state_dict and the checkpoints that hold it are
+    unchanged.  ``qkv_rows`` (``GPT.qkv_rows()``) says how the fused attention weights stack Q, K and V,
+    for ``cfg.muon_split_qkv``.
 
     Every param group carries ``initial_lr`` (its peak learning rate); :func:`set_lr` scales it by the
     schedule.  AdamW uses the fused kernel by default (one kernel for all tensors; on CPU it is
     also faster than foreach, docs/performance.md); ``fused=False`` selects foreach.
     """
-    params = [p for ps in groups.values() for p in ps if p.requires_grad]
-    betas = (cfg.beta1, cfg.beta2)
+    def rate(lr: float) -> float:
+        return lr or cfg.learning_rate
+
+    live = {role: [p for p in groups.get(role, []) if p.requires_grad]
+            for role in ("matrix", "embedding", "head", "scalar")}
     if cfg.optimizer == "muon":
-        matrix = [p for p in groups.get("matrix", []) if p.requires_grad]
-        in_matrix = {id(p) for p in matrix}
-        rest = [p for p in params if id(p) not in in_matrix]
-        spec = [dict(params=matrix, use_muon=True, lr=cfg.muon_lr, momentum=cfg.muon_momentum,
-                     weight_decay=cfg.muon_weight_decay),
-                dict(params=[p for p in rest if p.dim() >= 2], use_muon=False, lr=cfg.learning_rate,
-                     betas=betas, weight_decay=cfg.weight_decay),
-                dict(params=[p for p in rest if p.dim() < 2], use_muon=False, lr=cfg.learning_rate,
-                     betas=betas, weight_decay=0.0)]
-        opt = Muon([g for g in spec if g["params"]])
+        if cfg.muon_split_qkv and qkv_rows is None:
+            raise ValueError("train.muon_split_qkv needs qkv_rows (GPT.qkv_rows()) to know how c_attn stacks Q, K, V")
+        split = [(qkv_rows or {}).get(p) if cfg.muon_split_qkv else None for p in live["matrix"]]
+        matrix = dict(use_muon=True, lr=cfg.muon_lr, momentum=cfg.muon_momentum, weight_decay=cfg.muon_weight_decay,
+                      **({"split_rows": split} if any(split) else {}))
+        adam = dict(use_muon=False, betas=(cfg.beta1, cfg.beta2))
     else:
-        spec = [dict(params=[p for p in params if p.dim() >= 2], weight_decay=cfg.weight_decay),
-                dict(params=[p for p in params if p.dim() < 2], weight_decay=0.0)]
+        matrix, adam = dict(lr=cfg.learning_rate, weight_decay=cfg.weight_decay), {}
+    spec = [dict(params=live["matrix"], **matrix),
+            dict(params=live["embedding"], lr=rate(cfg.embedding_lr), weight_decay=cfg.weight_decay, **adam),
+            dict(params=live["head"], lr=rate(cfg.head_lr), weight_decay=cfg.weight_decay, **adam),
+            dict(params=live["scalar"], lr=rate(cfg.scalar_lr), weight_decay=0.0, **adam)]
+    merged: list[dict] = []
+    for group in (g for g in spec if g["params"]):
+        settings = {k: v for k, v in group.items() if k != "params"}
+        if merged and {k: v for k, v in merged[-1].items() if k != "params"} == settings:
+            merged[-1]["params"] = merged[-1]["params"] + group["params"]
+        else:
+            merged.append(group)
+    if cfg.optimizer == "muon":
+        opt = Muon(merged)
+    else:
         fused = (device_type in ("cuda", "cpu")) if fused is None else fused
-        opt = torch.optim.AdamW([g for g in spec if g["params"]], lr=cfg.learning_rate, betas=betas,
+        opt = torch.optim.AdamW(merged, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2),
                                 **({"fused": True} if fused else {"foreach": True}))
     for group in opt.param_groups:
         group["initial_lr"] = group["lr"]

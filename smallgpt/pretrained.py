@@ -16,7 +16,8 @@ Its text is prepared with the model's own tokenizer: ``data.tokenizer`` left at 
 means exactly that, and any other tokenizer is refused, because token ids mean nothing to a model
 trained on another vocabulary.  Of ``[model]``, only what was given (in the TOML file or on the
 command line) is compared with the source: a smaller ``block_size`` crops the position table (as
-nanoGPT's ``crop_block_size``), ``dropout`` is the run's own, and any other difference is refused.
+nanoGPT's ``crop_block_size``), ``dropout`` and ``vocab_multiple`` (the vocabulary's padding rows, which no
+token uses) are the run's own, and any other difference is refused.
 """
 from __future__ import annotations
 
@@ -35,11 +36,11 @@ from smallgpt.checkpoint import find_checkpoint, load_checkpoint, model_from_che
 from smallgpt.config import Config
 from smallgpt.errors import UserError
 from smallgpt.safefiles import atomic_write
-from model import GPT, GPTConfig
+from model import GPT, GPTConfig, fit_vocab_rows
 from smallgpt.dataset import Dataset, dataset_dir, downloads_dir
 
 GPT2_TOKENIZER = "gpt2"
-FREE = ("dropout",)  # [model] settings that are the run's own, whatever the source had
+FREE = ("dropout", "vocab_multiple")  # [model] settings that are the run's own, whatever the source had
 INIT_ONLY = ("vocab_size", "zero_init_proj")  # settings that mean nothing for weights that exist
 
 
@@ -149,7 +150,8 @@ class Source:
                 raise UserError(f"model.block_size = {want} is larger than the context of {self.path} ({have}); "
                                 "a fine-tuned model's context can only shrink (its position table is cropped)")
             raise UserError(f"model.{name} = {want!r} contradicts {self.path}, whose {name} is {have!r}: fine-tuning "
-                            "keeps the model's shape (only a smaller model.block_size and model.dropout may change); "
+                            "keeps the model's shape (only a smaller model.block_size, model.dropout and "
+                            "model.vocab_multiple may change); "
                             f"remove model.{name} from the settings")
         return dataclasses.replace(src, **changes)
 
@@ -214,11 +216,11 @@ class Start:
         return self.cfg.model
 
     def weights(self) -> dict[str, torch.Tensor] | None:
-        """The source's weights for this run's shape (a learned position table cropped to its block_size);
-        None from scratch."""
+        """The source's weights for this run's shape (a learned position table cropped to its block_size, the
+        vocabulary's padding rows to its model.vocab_multiple); None from scratch."""
         if self.source is None:
             return None
-        sd = self.source.weights()
+        sd = fit_vocab_rows(self.source.weights(), self.cfg.model.padded_vocab)
         if "transformer.wpe.weight" in sd:
             sd = {**sd, "transformer.wpe.weight": sd["transformer.wpe.weight"][:self.cfg.model.block_size]}
         return sd

@@ -6,11 +6,15 @@ activation, dropout) into a few larger ones, which matters most where those kern
 small: the modern options on a CPU.  But compiling costs time up front, and on a CPU a whole model's
 first (cold) compile can take longer than a short run saves.  Three things bring that cost down:
 
-* **Regional compilation** (PyTorch's recipe "Reducing torch.compile cold start compilation time
-  with regional compilation"): the transformer block is compiled, not the whole model.  Every block
-  runs the same code, and with parameters treated as inputs (dynamo's default) the compiled block is
-  reused for every layer, so the cost no longer grows with depth.  The embeddings, the final norm,
-  the head and the loss run eagerly; they are a few large kernels already.
+* **Regional compilation on a CPU** (PyTorch's recipe "Reducing torch.compile cold start compilation
+  time with regional compilation"): the transformer block is compiled, not the whole model.  Every
+  block runs the same code, and with parameters treated as inputs (dynamo's default) the compiled
+  block is reused for every layer, so the cost no longer grows with depth.  The embeddings, the final
+  norm, the head and the loss run eagerly; they are a few large kernels already.  On CUDA, where a
+  compile pays back within minutes whatever it covers, the whole forward is compiled with its loss
+  (:func:`compile_scope`), so that inductor fuses the head's output with the cross-entropy: eagerly
+  the logits (batch x context x vocabulary, a small model's largest activation) are written by the
+  matmul in bf16 and then again, twice, in fp32 by the loss's upcast and log-softmax.
 * **A cache kept across runs**: inductor's compiled kernels and graphs live in
   ``TORCHINDUCTOR_CACHE_DIR``; unless the user set it, it is put under the user's cache directory
   (``~/.cache/smallgpt/torchinductor``) so that it survives reboots, and a second run of the same
@@ -20,7 +24,7 @@ first (cold) compile can take longer than a short run saves.  Three things bring
   measured seconds per step compiled and eagerly.  ``train.compile = 'auto'`` then compiles a CPU run
   when the steps it expects to take, times the measured saving per step, repay the measured compile
   cost; before anything is measured for a shape it compiles only runs long enough to repay a cold
-  compile (COMPILE_PAYBACK_SECONDS).  On CUDA it always compiles: there compile pays within minutes.
+  compile (COLD_COMPILE_SECONDS).  On CUDA it always compiles: there compile pays within minutes.
 """
 from __future__ import annotations
 
@@ -52,29 +56,49 @@ def use_persistent_cache() -> Path:
     return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
 
 
+COMPILE_SCOPES = {"model": "the whole model with its loss", "blocks": "each block (regional compilation)"}
+
+
+def compile_scope(device: torch.device) -> str:
+    """What torch.compile covers on ``device`` (a key of COMPILE_SCOPES): the whole model on CUDA, the blocks
+    elsewhere (see the module's doc)."""
+    return "model" if device.type == "cuda" else "blocks"
+
+
 def compile_blocks(model: torch.nn.Module) -> None:
     """Compile each transformer block of a model.GPT in place (its parameter names do not change)."""
     for block in model.transformer.h:
         block.compile()
 
 
+def compile_model(model: torch.nn.Module, device: torch.device) -> str:
+    """Compile a model.GPT in place for ``device``, as :func:`compile_scope` says; returns the scope.  In place
+    (``nn.Module.compile``): the parameter names do not change, and nothing compiles before the first call."""
+    scope = compile_scope(device)
+    if scope == "model":
+        model.compile()
+    else:
+        compile_blocks(model)
+    return scope
+
+
 @contextlib.contextmanager
 def eager(model: torch.nn.Module):
-    """Run the blocks of a model.GPT uncompiled inside this context, then as they were.
+    """Run a model.GPT, and its blocks, uncompiled inside this context, then as they were.
 
     For sampling from a model compiled for training: a KV cache grows by one token a step, so a
     compiled block would recompile for each new shape (and warn when dynamo's recompile limit is hit)
     for a few hundred tokens that run as fast eagerly.  ``nn.Module.compile`` keeps the compiled call
     in ``_compiled_call_impl``; without it the module calls its forward as usual.
     """
-    saved = [(block, block._compiled_call_impl) for block in model.transformer.h]
-    for block, _ in saved:
-        block._compiled_call_impl = None
+    saved = [(m, m._compiled_call_impl) for m in (model, *model.transformer.h)]
+    for m, _ in saved:
+        m._compiled_call_impl = None
     try:
         yield model
     finally:
-        for block, compiled in saved:
-            block._compiled_call_impl = compiled
+        for m, compiled in saved:
+            m._compiled_call_impl = compiled
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import math
 import time
 from typing import NamedTuple
 
@@ -27,7 +28,7 @@ from smallgpt.optim import build_optimizer, set_lr
 
 class StepResult(NamedTuple):
     loss: float  # mean loss of the step's micro-batches (all processes)
-    seconds: float  # the step's time (the processes' mean)
+    seconds: float  # the step's time (this process's; under torchrun with a time budget, the processes' mean)
     grad_norm: float  # the gradient's norm before clipping; not finite: the optimizer step was skipped
 
 
@@ -47,7 +48,7 @@ class TrainStep:
                  teachers: list[GPT] | None = None):
         self.t, self.device, self.batches, self.proc = t, device, batches, proc or Proc()
         self.teachers = teachers or []  # distillation (train.distill_from): fixed models, in eval mode
-        hardware.setup(device)
+        hardware.setup(device, t.deterministic)
         torch.manual_seed(t.seed)  # the same initial weights on every rank
         self.model = GPT(model_config).to(device)  # the bare model: weights, checkpoints, sampling
         if weights is not None:  # a trained model's (train.init_from), instead of the random initialisation
@@ -62,7 +63,7 @@ class TrainStep:
                  "torch": torch.__version__, "processes": self.proc.world_size,
                  **({"teachers": len(self.teachers)} if self.teachers else {})}  # a distilling step costs more
         self.dtype, self.dtype_reason = self._precision(speed.Record(shape))
-        self.optimizer = build_optimizer(self.model.param_groups(), t, device.type)
+        self.optimizer = build_optimizer(self.model.param_groups(), t, device.type, qkv_rows=self.model.qkv_rows())
         self.scaler = torch.amp.GradScaler(device.type, enabled=(self.dtype == torch.float16))
         self.autocast = hardware.autocast(device, self.dtype)
         self.record = speed.Record({**shape, "dtype": str(self.dtype)})
@@ -72,8 +73,8 @@ class TrainStep:
         self.compiled, self.compile_reason = speed.compile_pays(t.compile, device, expected_steps, step_seconds,
                                                                 measured)
         self.warm_cache = measured.cold_compile is not None or measured.warm_compile is not None
-        if self.compiled:
-            speed.compile_blocks(self.model)  # in place: the names of the weights do not change
+        if self.compiled:  # in place: the names of the weights do not change
+            self.compile_reason += f"; {speed.COMPILE_SCOPES[speed.compile_model(self.model, device)]}"
         self.eval_model = self.model  # what evaluation runs; the step runs it in DDP under torchrun
         self.step_model = (torch.nn.parallel.DistributedDataParallel(
             self.model, device_ids=[device.index] if device.type == "cuda" else None, **NO_BUFFER_SYNC)
@@ -152,13 +153,16 @@ class TrainStep:
         else:
             norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in self.params
                                                          if p.grad is not None]))
+        # the step's one wait for the device: the loss and the norm together (all processes' mean under torchrun)
+        stats = all_sum(torch.stack([loss_sum / self.local_accum, norm.float()]), proc) / proc.world_size
+        loss, grad_norm = stats.tolist()
         # the gradients are all-reduced already, so every rank sees the same norm and takes the same branch
-        if self.scaler.is_enabled() or torch.isfinite(norm):
-            self.scaler.step(self.optimizer)
+        if self.scaler.is_enabled() or math.isfinite(grad_norm):
+            self.scaler.step(self.optimizer)  # launched after the wait: the next step's wait covers its kernels
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        loss_sum.item()  # wait for the device, so the time below is the step's
-        # every rank takes the same loss and time, so all stop (time budget, non-finite loss) together
-        both = all_sum(torch.stack([loss_sum / self.local_accum, torch.tensor(time.perf_counter() - t0).to(self.device),
-                                    norm.float()]), proc) / proc.world_size
-        return StepResult(*both.tolist())
+        seconds = time.perf_counter() - t0
+        if proc.distributed and t.max_seconds > 0:
+            # a time budget: every process must take the same time, to stop and to schedule alike (a second wait)
+            seconds = (all_sum(torch.full((1,), seconds, device=self.device), proc) / proc.world_size).item()
+        return StepResult(loss, seconds, grad_norm)

@@ -155,11 +155,13 @@ class Progress:
             self.bar.write(text, file=sys.stdout)
 
 
-def closing_sample(model: GPT, ds: Dataset, cfg: Config, device: torch.device) -> str:
-    """A short sample from the start of a fresh document (sample.py is the full sampler)."""
+def closing_sample(model: GPT, ds: Dataset, cfg: Config, device: torch.device,
+                   autocast: contextlib.AbstractContextManager) -> str:
+    """A short sample from the start of a fresh document (sample.py is the full sampler), in the run's precision
+    (``autocast``, TrainStep.autocast)."""
     settings = dataclasses.replace(cfg.sample, num_samples=1, max_new_tokens=min(cfg.sample.max_new_tokens, 300))
     model.eval()
-    with speed.eager(model):  # the KV cache changes shapes every token: no recompiling for a sample
+    with speed.eager(model), autocast:  # the KV cache changes shapes every token: no recompiling for a sample
         return generate_texts(model, ds.tokenizer, [ds.eot_id], settings, device)[0]
 
 
@@ -184,7 +186,7 @@ def train(cfg: Config) -> RunState:
             if cfg.train.sample_at_end:
                 print(f"\n--- a sample (python sample.py --train.out_dir={trainer.out} for more) ---")
                 with trainer.averaged() as model:
-                    print(closing_sample(model, trainer.ds, cfg, device))
+                    print(closing_sample(model, trainer.ds, cfg, device, trainer.step.autocast))
         finished = True
         return rs
     finally:

@@ -38,10 +38,22 @@ def write_corpus(path: Path, n_bytes: int, seed: int) -> Path:
     return path
 
 
+def bytes_corpus(tmp: Path, n_bytes: int = 40_000, seed: int = 0) -> dict[str, str]:
+    """The [data] settings of a corpus of sentences written into ``tmp`` and prepared with the bytes tokenizer."""
+    from smallgpt.config import DataConfig
+    from smallgpt.pipeline import prepare
+    d = {"data.source": str(write_corpus(tmp / "corpus.txt", n_bytes, seed)), "data.tokenizer": "bytes",
+         "data.dir": str(tmp / "bytes")}
+    prepare(DataConfig(source=d["data.source"], tokenizer="bytes", dir=d["data.dir"]), progress=False)
+    return d
+
+
 def argv(data: dict[str, str], out: Path, **settings) -> list[str]:
     """Command-line settings of a tiny run (2 layers, 32 wide, context 32) over ``data``, into ``out``;
-    ``settings`` as keyword arguments, ``section__key=value``."""
-    s = {**data, "model.n_layer": 2, "model.n_head": 2, "model.n_embd": 32, "model.block_size": 32,
+    ``settings`` as keyword arguments, ``section__key=value``.  On the CPU, whatever the machine has: these are
+    the CPU's tests (bitwise resumes, gloo processes); what needs a GPU is marked ``cuda`` (tests/test_cuda.py)."""
+    s = {**data, "train.device": "cpu",
+         "model.n_layer": 2, "model.n_head": 2, "model.n_embd": 32, "model.block_size": 32,
          "train.batch_size": 4, "train.max_iters": 20, "train.eval_interval": 10, "train.eval_iters": 2,
          "train.log_interval": 1, "train.checkpoint_interval": 10, "train.warmup_iters": 5,
          "train.lr_decay_iters": 200, "train.learning_rate": 3e-3, "train.schedule": "cosine", "train.max_seconds": 0,

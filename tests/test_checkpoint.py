@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from smallgpt.checkpoint import (FORMAT, find_checkpoint, load_checkpoint, model_from_checkpoint, save_checkpoint,
-                        strip_wrapper_prefixes)
+from smallgpt.checkpoint import (FORMAT, RESUME, check_resumable, find_checkpoint, load_checkpoint,
+                                 model_from_checkpoint, save_checkpoint, strip_wrapper_prefixes)
 from smallgpt.errors import UserError
 from model import GPT, GPTConfig
 
@@ -260,3 +260,17 @@ def test_model_from_checkpoint_rejects_mismatched_weights() -> None:
         model_from_checkpoint({"model": weights, "model_config": other})
     with pytest.raises(UserError, match="model_config does not fit"):
         model_from_checkpoint({"model": weights, "model_config": dict(TINY, no_such_option=1)})
+
+
+def test_resuming_a_run_from_before_the_padded_vocabulary_names_the_setting(tmp_path: Path) -> None:
+    """A model_config without vocab_multiple is an unpadded model's: a resume that would pad it is refused,
+    naming the setting that resumes it (--model.vocab_multiple=1)."""
+    before = {k: v for k, v in dataclasses.asdict(GPTConfig.gpt2(**TINY, vocab_multiple=1)).items()
+              if k != "vocab_multiple"}
+    ckpt = {**{k: None for k in RESUME}, "model_config": before, "dataset": {"fingerprint": "f"}, "tokenizer": {},
+            "config": {"train": {"optimizer": "adamw"}}}
+    now = {"model": dataclasses.asdict(GPTConfig.gpt2(**TINY)), "train": {"optimizer": "adamw"}}
+    with pytest.raises(UserError, match=r"model.vocab_multiple: checkpoint 1, now 64"):
+        check_resumable(ckpt, tmp_path / "ckpt.pt", now, {"fingerprint": "f", "dir": "d"}, {})
+    check_resumable(ckpt, tmp_path / "ckpt.pt", {**now, "model": {**now["model"], "vocab_multiple": 1}},
+                    {"fingerprint": "f", "dir": "d"}, {})

@@ -183,7 +183,7 @@ def test_a_gpt2_directory_brings_its_own_tokenizer(hf_gpt2, gpt2_rank_file, tmp_
     assert train.main(args) == 0
     assert load_checkpoint(tmp_path / "ft" / "ckpt.pt")["tokenizer"]["name"] == "r50k_base"
     assert (tmp_path / "data" / "downloads" / "r50k_base.tiktoken").read_bytes() == gpt2_rank_file.read_bytes()
-    record = evaluate(eval_script.EvalSettings(EvalConfig(checkpoint=str(hf_gpt2)),
+    record = evaluate(eval_script.EvalSettings(EvalConfig(device="cpu", checkpoint=str(hf_gpt2)),
                                                          DataConfig(source=str(text))))
     assert record["tokenizer"] == "r50k_base" and record["bytes"] == len(text.read_bytes())
     (hf_gpt2 / "vocab.json").write_text(json.dumps({**vocab, "Ġthe": 7}))  # another tokenizer
@@ -196,7 +196,7 @@ def test_eval_of_a_hugging_face_gpt2_equals_transformers_loss(hf_gpt2, gpt2_rank
     text = "It is a truth universally acknowledged, that a single man"
     (tmp_path / "t.txt").write_text(text)
     record = evaluate(eval_script.EvalSettings(
-        EvalConfig(checkpoint=str(hf_gpt2)), DataConfig(source=str(tmp_path / "t.txt"),
+        EvalConfig(device="cpu", checkpoint=str(hf_gpt2)), DataConfig(source=str(tmp_path / "t.txt"),
                                                                              tokenizer=str(gpt2_rank_file))))
     enc = pretrained.load_source(str(hf_gpt2), "eval.checkpoint").encoding(str(gpt2_rank_file))
     ids = torch.tensor([[enc.eot_token] + enc.encode(text)])
@@ -227,7 +227,7 @@ def test_eval_equals_a_direct_computation(base, tmp_path):
     enc, model = source.encoding("bpe"), source.model()
     short = tmp_path / "short.txt"
     short.write_text("She said it was not so.")
-    settings = eval_script.EvalSettings(EvalConfig(checkpoint=str(base["run"])),
+    settings = eval_script.EvalSettings(EvalConfig(device="cpu", checkpoint=str(base["run"])),
                                        DataConfig(source=str(short)))
     record = evaluate(settings)
     ids = torch.tensor([[enc.eot_token] + enc.encode(short.read_text())])
@@ -253,7 +253,7 @@ def test_eval_of_an_ensemble_averages_the_members_probabilities(base, tmp_path):
     short = tmp_path / "short.txt"
     short.write_text("She said it was not so, and he went away.")
     both = f"{base['run']},{other}"
-    record = evaluate(eval_script.EvalSettings(EvalConfig(checkpoint=both),
+    record = evaluate(eval_script.EvalSettings(EvalConfig(device="cpu", checkpoint=both),
                                                          DataConfig(source=str(short))))
     sources = [pretrained.load_source(str(d), "eval.checkpoint") for d in (base["run"], other)]
     enc = sources[0].encoding("bpe")
@@ -262,7 +262,7 @@ def test_eval_of_an_ensemble_averages_the_members_probabilities(base, tmp_path):
         p = torch.stack([s.model()(ids[:, :-1])[0][0].softmax(-1) for s in sources]).mean(0)  # (T, V)
     want = -p[torch.arange(ids.shape[1] - 1), ids[0, 1:]].log().mean().item()
     assert record["loss"] == pytest.approx(want, abs=1e-5) and record["tokens"] == ids.shape[1] - 1
-    single = [evaluate(eval_script.EvalSettings(EvalConfig(checkpoint=str(d)),
+    single = [evaluate(eval_script.EvalSettings(EvalConfig(device="cpu", checkpoint=str(d)),
                                                           DataConfig(source=str(short))))
               for d in (base["run"], other)]
     assert record["loss"] != single[0]["loss"] and record["model"] == f"{sources[0].path},{sources[1].path}"
@@ -271,13 +271,13 @@ def test_eval_of_an_ensemble_averages_the_members_probabilities(base, tmp_path):
     train.main(argv({"data.source": str(base["text"]), "data.tokenizer": "bytes", "data.dir": str(tmp_path / "ds-b")},
                     bytes_run, train__max_iters=1, model__pos_emb="learned"))
     with pytest.raises(UserError, match="different tokenizers; an ensemble's members must share one") as e:
-        evaluate(eval_script.EvalSettings(EvalConfig(checkpoint=f"{base['run']},{bytes_run}"),
+        evaluate(eval_script.EvalSettings(EvalConfig(device="cpu", checkpoint=f"{base['run']},{bytes_run}"),
                                                     DataConfig(source=str(short))))
     assert "\n" not in str(e.value)
     shorter = tmp_path / "shorter"
     train.main(argv(base["data"], shorter, train__max_iters=1, model__pos_emb="learned", model__block_size=16))
     with pytest.raises(UserError, match="context of 32 tokens and .* of 16; an ensemble's members must share one"):
-        evaluate(eval_script.EvalSettings(EvalConfig(checkpoint=f"{base['run']},{shorter}"),
+        evaluate(eval_script.EvalSettings(EvalConfig(device="cpu", checkpoint=f"{base['run']},{shorter}"),
                                                     DataConfig(source=str(short))))
 
 

@@ -191,6 +191,24 @@ def test_export_is_exact(tmp_path, options, architecture):
     assert_same_model(ours, theirs, 24)
 
 
+def test_a_padded_model_exports_its_real_vocabulary_and_imports_back_padded(tmp_path):
+    """97 tokens in 128 rows (model.vocab_multiple): transformers gets the 97, with the same logits; read back,
+    the model is padded again, its padding zero, and computes the same."""
+    torch.manual_seed(0)
+    ours = GPT(GPTConfig.gpt2(**TINY))
+    randomize(ours)  # the padding rows too: whatever they hold, no token uses them
+    assert ours.lm_head.weight.shape == (128, 32)
+    theirs = export_and_load(ours, 0, tmp_path / "hf")
+    assert theirs.config.vocab_size == 97 and theirs.transformer.wte.weight.shape == (97, 32)
+    assert_same_model(ours, theirs, 24)
+    config, sd = hf.read_gpt2(tmp_path / "hf")
+    assert (config.vocab_size, config.padded_vocab) == (97, 128) and sd["lm_head.weight"].shape == (128, 32)
+    assert (sd["transformer.wte.weight"][97:] == 0).all()
+    back = GPT(config)
+    back.load_state_dict(sd)
+    assert_same_model(back, theirs, 24)
+
+
 @pytest.mark.parametrize("options, option", [
     ({"logit_softcap": 30.0}, "model.logit_softcap=30"),
     ({"norm": "rmsnorm"}, "model.norm=rmsnorm with model.pos_emb=learned"),
@@ -214,6 +232,12 @@ def test_the_recipes_export(name, architecture):
     """The README's recipe table: every recipe of config/ exports (finetune.toml exports as its source does)."""
     args = [str(ROOT / "config" / name)] if name else []  # no file: the defaults, python train.py
     assert hf.architecture(parse_args(args, Config, "train.py").model) == architecture
+
+
+def test_the_speedrun_recipe_is_refused_by_export_in_one_line():
+    """The README's recipe table says so: its soft-capped logits have no transformers architecture."""
+    with pytest.raises(UserError, match="soft-capping|softcap"):
+        hf.architecture(parse_args([str(ROOT / "config" / "gpt2-speedrun.toml")], Config, "train.py").model)
 
 
 # --------------------------------------------------------------------------- tokenizers

@@ -9,7 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from helpers import spread
-from model import GPT, MLP, CausalSelfAttention, GPTConfig, KVCache, sample_next
+from model import VOCAB_ROWS, GPT, MLP, CausalSelfAttention, GPTConfig, KVCache, fit_vocab_rows, sample_next
 
 V = 64
 TINY = dict(vocab_size=V, block_size=16, n_layer=2, n_head=4, n_embd=32)
@@ -57,7 +57,7 @@ def random_batch(batch: int = 4, T: int = 16) -> tuple[torch.Tensor, torch.Tenso
     ("n_kv_head", 3, {"n_head": 4}), ("n_kv_head", -1, {}),
     ("pos_emb", "alibi", {}), ("n_embd", 24, {"n_head": 8, "pos_emb": "rope"}),  # odd head_dim
     ("rope_base", 0.0, {}), ("norm", "batchnorm", {}), ("activation", "tanh", {}),
-    ("mlp_ratio", 0.0, {}), ("logit_softcap", -1.0, {}),
+    ("mlp_ratio", 0.0, {}), ("logit_softcap", -1.0, {}), ("vocab_multiple", 0, {}),
 ])
 def test_config_rejects_bad_values_naming_the_field(field, value, extra):
     with pytest.raises(ValueError, match=rf"^{field}\b"):
@@ -352,6 +352,66 @@ def test_logit_softcap():
     assert raw.abs().max() > 10
     assert logits.abs().max() <= 5.0
     torch.testing.assert_close(logits, 5.0 * torch.tanh(raw / 5.0))
+
+
+# --------------------------------------------------------------------------- the padded vocabulary
+
+REAL = 97  # a vocabulary that is no multiple of 64: padded to 128 rows
+
+
+def padded(**overrides) -> GPT:
+    """A model of REAL tokens whose embedding and head have 128 rows, the padding rows' logits forced so large
+    that, were they counted, they would win every softmax and every sample: the final norm's bias shifts every
+    hidden state by 10 in each channel, and the padding rows of the head are all ones, so their logits are
+    about 10 x 32 where the real ones are about 1."""
+    model = tiny(vocab_size=REAL, **overrides)
+    assert model.config.padded_vocab == 128 and model.lm_head.weight.shape == (128, 32)
+    with torch.no_grad():
+        model.transformer.ln_f.bias.fill_(10.0)
+        model.lm_head.weight[REAL:] = 1.0
+    return model
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_a_padded_models_loss_is_the_unpadded_computation_over_the_real_vocabulary(tie):
+    model = padded(tie_embeddings=tie, logit_softcap=0.0 if tie else 15.0).train()
+    x = torch.randint(0, REAL, (3, 16), generator=torch.Generator().manual_seed(2))
+    y = torch.randint(0, REAL, (3, 16), generator=torch.Generator().manual_seed(3))
+    logits, loss = model(x, y)
+    assert logits.shape == (3, 16, REAL)
+    raw = model.hidden_states(x) @ model.lm_head.weight[:REAL].T  # (B, T, REAL): the real rows only
+    if not tie:
+        raw = 15.0 * torch.tanh(raw / 15.0)
+    torch.testing.assert_close(loss, F.cross_entropy(raw.reshape(-1, REAL), y.reshape(-1)), atol=1e-6, rtol=1e-6)
+    unpadded = GPT(GPTConfig.gpt2(**{**TINY, "vocab_size": REAL, "vocab_multiple": 1, "tie_embeddings": tie,
+                                     "logit_softcap": model.config.logit_softcap}))
+    unpadded.load_state_dict(fit_vocab_rows(model.state_dict(), REAL))
+    torch.testing.assert_close(unpadded.train()(x, y)[1], loss, atol=1e-6, rtol=1e-6)
+    loss.backward()
+    for w in (model.lm_head.weight, model.transformer.wte.weight):  # the padding rows get no gradient
+        assert (w.grad[REAL:] == 0).all() and (w.grad[:REAL] != 0).any()
+
+
+def test_sampling_never_yields_a_padding_id():
+    model = padded()
+    prompt = torch.randint(0, REAL, (4, 3), generator=torch.Generator().manual_seed(0))
+    assert model.lm_head(model.hidden_states(prompt)).argmax(-1).ge(REAL).all()  # the padding would win
+    for kwargs in (dict(temperature=0.0), dict(temperature=1.0), dict(temperature=2.0, top_k=0, top_p=1.0),
+                   dict(temperature=1.0, top_k=200), dict(temperature=1.0, top_p=0.99)):
+        out = model.generate(prompt, 40, generator=torch.Generator().manual_seed(1), **kwargs)
+        assert out.max() < REAL, kwargs
+
+
+def test_the_padding_is_in_no_count_and_the_init_is_an_unpadded_models():
+    torch.manual_seed(0)
+    a = GPT(GPTConfig.gpt2(**{**TINY, "vocab_size": REAL, "vocab_multiple": 1, "tie_embeddings": False}))
+    torch.manual_seed(0)
+    b = GPT(GPTConfig.gpt2(**{**TINY, "vocab_size": REAL, "tie_embeddings": False}))
+    assert a.num_params() == b.num_params() and a.flops_per_token() == b.flops_per_token()
+    assert sum(p.numel() for p in b.parameters()) == b.num_params() + 2 * (128 - REAL) * 32
+    sa, sb = a.state_dict(), fit_vocab_rows(b.state_dict(), REAL)
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)  # the same random stream: the same initial weights
+    assert all((b.state_dict()[k][REAL:] == 0).all() for k in VOCAB_ROWS)
 
 
 def test_zero_init_proj_starts_at_zero_and_still_learns():

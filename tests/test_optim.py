@@ -109,6 +109,61 @@ def test_build_muon_uses_muon_for_hidden_matrices_only():
     assert sorted(round(g["lr"], 9) for g in opt.param_groups) == [3e-4, 3e-4, 5e-3]
 
 
+@pytest.mark.parametrize("optimizer", ["muon", "adamw"])
+def test_each_role_takes_its_own_learning_rate(optimizer):
+    groups = _groups()
+    cfg = TrainConfig(optimizer=optimizer, learning_rate=3e-3, muon_lr=0.05, embedding_lr=0.3, head_lr=0.008,
+                      scalar_lr=0.04, weight_decay=0.1)
+    opt = build_optimizer(groups, cfg, "cpu")
+    rate = {id(p): g["initial_lr"] for g in opt.param_groups for p in g["params"]}
+    decay = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    (mat,), (emb,), (head,), (gain,) = groups["matrix"], groups["embedding"], groups["head"], groups["scalar"]
+    assert rate[id(mat)] == (0.05 if optimizer == "muon" else 3e-3)
+    assert (rate[id(emb)], rate[id(head)], rate[id(gain)]) == (0.3, 0.008, 0.04)
+    assert decay[id(emb)] == decay[id(head)] == 0.1 and decay[id(gain)] == 0.0
+    assert len(opt.param_groups) == 4
+    set_lr(opt, 0.5)
+    assert {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}[id(emb)] == 0.15
+
+
+@pytest.mark.parametrize("optimizer, sizes", [("muon", [1, 2, 1]), ("adamw", [3, 1])])
+def test_default_rates_build_the_single_rate_optimizer_group_for_group(optimizer, sizes):
+    """0 means train.learning_rate, and then the groups are those of one rate: a run's steps and its checkpoint's
+    optimizer state_dict are as they were."""
+    groups = _groups()
+    opt = build_optimizer(groups, TrainConfig(optimizer=optimizer, learning_rate=3e-3, muon_lr=0.05), "cpu")
+    assert [len(g["params"]) for g in opt.param_groups] == sizes
+    order = [p for k in ("matrix", "embedding", "head", "scalar") for p in groups[k]]
+    assert [id(p) for g in opt.param_groups for p in g["params"]] == [id(p) for p in order]
+    assert not any("split_rows" in g for g in opt.param_groups)
+
+
+def test_split_orthogonalisation_equals_each_block_alone():
+    """train.muon_split_qkv: a fused (2C + 2 kv) x C weight of grouped-query attention (C=32, kv 16) is stepped as
+    Q, K and V on their own, each orthogonalised and scaled as the matrix it is."""
+    from model import GPT, GPTConfig
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.gpt2(vocab_size=64, block_size=8, n_layer=2, n_head=4, n_kv_head=2, n_embd=32))
+    rows = model.qkv_rows()
+    w = model.transformer.h[0].attn.c_attn.weight
+    assert rows[w] == (32, 16, 16) and w.shape == (64, 32) and len(rows) == 2
+    g = torch.randn_like(w)
+    cfg = TrainConfig(optimizer="muon", muon_lr=0.1, muon_momentum=0.0, muon_split_qkv=True)
+    before = w.detach().clone()
+    opt = build_optimizer(model.param_groups(), cfg, "cpu", qkv_rows=rows)
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    w.grad = g.clone()
+    opt.step()
+    # Nesterov with momentum 0 is the gradient itself; each block: W_i -= lr * NS(G_i) * max(1, rows_i/cols)^0.5
+    want = torch.cat([b - 0.1 * newton_schulz(gi) for b, gi in zip(before.split((32, 16, 16)), g.split((32, 16, 16)))])
+    torch.testing.assert_close(w.detach(), want, atol=1e-6, rtol=0)
+    whole = before - 0.1 * newton_schulz(g) * 2 ** 0.5  # the stack as one matrix: another update
+    assert not torch.allclose(w.detach(), whole, atol=1e-3)
+    with pytest.raises(ValueError, match="qkv_rows"):
+        build_optimizer(model.param_groups(), cfg, "cpu")
+
+
 def test_cosine_schedule_key_points():
     cfg = TrainConfig(schedule="cosine", learning_rate=1e-3, min_lr=1e-4, warmup_iters=10, lr_decay_iters=110,
                       max_iters=1000, max_seconds=0.0)

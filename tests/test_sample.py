@@ -40,6 +40,17 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def test_a_checkpoint_from_before_the_padded_vocabulary_samples(capsys, tmp_path: Path) -> None:
+    """A model_config without vocab_multiple was built unpadded (257 rows): it loads as such and samples."""
+    torch.manual_seed(0)
+    config = GPTConfig.gpt2(vocab_size=257, block_size=BLOCK, n_layer=1, n_head=2, n_embd=16, vocab_multiple=1)
+    old = {k: v for k, v in dataclasses.asdict(config).items() if k != "vocab_multiple"}
+    save_checkpoint(tmp_path / "ckpt.pt", {"format": FORMAT, "model": GPT(config).state_dict(), "model_config": old,
+                                           "tokenizer": bytes_spec(), "step": 5, "best_val_loss": 5.5})
+    out, _ = sample(capsys, tmp_path, "--sample.max_new_tokens=20", "--sample.prompt=ab", "--sample.temperature=0")
+    assert out.startswith("ab") and len(out) > 2
+
+
 def sample(capsys: pytest.CaptureFixture, run_dir: Path, *args: str) -> tuple[str, str]:
     """main() in this process: (stdout, stderr)."""
     assert main([f"--sample.checkpoint={run_dir}", "--sample.device=cpu", *args]) == 0

@@ -25,12 +25,11 @@ from smallgpt import speed
 import train
 from smallgpt.checkpoint import load_checkpoint, model_from_checkpoint
 from smallgpt.cli import parse_args
-from smallgpt.config import Config, DataConfig
+from smallgpt.config import Config
 from smallgpt.errors import UserError
 from smallgpt.dataset import open_dataset
-from smallgpt.pipeline import prepare
 from smallgpt.tokenizer import load_tokenizer
-from helpers import ENV, ROOT, argv, losses, records, write_corpus
+from helpers import ENV, ROOT, argv, bytes_corpus, losses, records, write_corpus
 from smallgpt.batches import Batches
 from smallgpt.distributed import Proc, local_accumulation
 from smallgpt.safefiles import DirLock
@@ -52,11 +51,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> dict[str, str]:
     """A ~40 KB corpus prepared with the bytes tokenizer, shared by the tests of this module."""
-    tmp = tmp_path_factory.mktemp("corpus")
-    d = {"data.source": str(write_corpus(tmp / "corpus.txt", 40_000, seed=0)), "data.tokenizer": "bytes",
-         "data.dir": str(tmp / "bytes")}
-    prepare(DataConfig(source=d["data.source"], tokenizer="bytes", dir=d["data.dir"]), progress=False)
-    return d
+    return bytes_corpus(tmp_path_factory.mktemp("corpus"))
 
 
 # --------------------------------------------------------------------------- the main path
@@ -168,13 +163,17 @@ def test_resume_after_sigkill_is_bitwise_exact(data, tmp_path):
     assert load_checkpoint(out / "ckpt.pt")["step"] == steps
 
 
-@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
-def test_resume_continues_and_extends(data, tmp_path, optimizer):
+@pytest.mark.parametrize("settings", [
+    dict(train__optimizer="adamw"), dict(train__optimizer="muon"),
+    dict(train__optimizer="muon", train__muon_split_qkv="true", train__embedding_lr=0.01, train__head_lr=0.002,
+         train__scalar_lr=0.005, model__tie_embeddings="false")],
+                         ids=["adamw", "muon", "muon-split-qkv-per-group-rates"])
+def test_resume_continues_and_extends(data, tmp_path, settings):
     """A finished run resumed with a larger max_iters continues exactly where a longer run would be."""
     ref, out = tmp_path / "ref", tmp_path / "run"
-    train.main(argv(data, ref, train__max_iters=20, train__optimizer=optimizer))
-    train.main(argv(data, out, train__max_iters=12, train__optimizer=optimizer))
-    train.main(argv(data, out, train__max_iters=20, train__optimizer=optimizer, train__resume="true"))
+    train.main(argv(data, ref, train__max_iters=20, **settings))
+    train.main(argv(data, out, train__max_iters=12, **settings))
+    train.main(argv(data, out, train__max_iters=20, train__resume="true", **settings))
     got, want = losses(out), losses(ref)
     assert set(got) - set(want) == {(12, "eval")}  # the first run's final evaluation
     assert all(got[k] == want[k] for k in want)
@@ -305,6 +304,19 @@ def test_ddp_two_processes_match_one(data, tmp_path):
     assert load_checkpoint(two / "ckpt.pt")["step"] == 12
 
 
+def test_ddp_with_a_time_budget_stops_every_process_together(data, tmp_path):
+    """With train.max_seconds the processes agree on each step's time (their mean), so they stop after the same
+    step and schedule alike: a rank that stopped alone would leave the other waiting in a collective."""
+    out = tmp_path / "two"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(ROOT / "train.py"),
+           *argv(data, out, train__max_seconds=1.0, train__max_iters=10**6, train__eval_interval=10**6,
+                 train__schedule="wsd", train__optimizer="muon")]
+    done = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    recs = [r for r in records(out) if "loss" in r]
+    assert recs[-2]["train_seconds"] < 1.0 <= recs[-1]["train_seconds"]
+
+
 CONFIGS = sorted((ROOT / "config").glob("*.toml"))
 
 
@@ -318,9 +330,12 @@ def test_every_shipped_config_divides_over_any_number_of_processes(path, world):
 
 
 def tiny_overrides(data: dict[str, str], out: Path) -> list[str]:
-    """A shipped config shrunk to seconds: its optimizer, schedule and accumulation, a tiny model and corpus."""
-    return [f"--{k}={v}" for k, v in {**data, "model.n_layer": 1, "model.n_head": 2, "model.n_embd": 32,
-                                       "model.block_size": 16, "train.batch_size": 2, "train.max_iters": 2,
+    """A shipped config shrunk to seconds: its optimizer, schedule and accumulation, a tiny model and corpus (the
+    module's dataset, as it was split), on the CPU (gloo: two processes on one GPU would be two NCCL ranks on one
+    card)."""
+    return [f"--{k}={v}" for k, v in {**data, "data.val_fraction": 0.1, "train.device": "cpu", "model.n_layer": 1,
+                                       "model.n_head": 2, "model.n_embd": 32, "model.block_size": 16,
+                                       "train.batch_size": 2, "train.max_iters": 2,
                                        "train.max_seconds": 0, "train.eval_interval": 2, "train.eval_iters": 1,
                                        "train.checkpoint_interval": 2, "train.compile": "false",
                                        "train.dtype": "float32", "train.sample_at_end": "false",
@@ -519,7 +534,7 @@ def test_missing_dataset(tmp_path):
 @pytest.mark.parametrize("arg, message", [
     ("--train.batch_size=abc", "train.batch_size must be a whole number"),
     ("--train.learning_rate=-1", "train.learning_rate: must be positive"),
-    ("--train.dtype=float16", "float16 needs a CUDA GPU"),
+    ("--train.dtype=float16", "float16 needs a CUDA GPU"),  # argv runs on the CPU, GPU or not
     ("--train.device=cuda", "no CUDA GPU"),
 ])
 def test_bad_settings_in_process(data, tmp_path, arg, message):
@@ -559,9 +574,16 @@ def test_hardware_choices():
     ("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12), ("NVIDIA A100-SXM4-80GB", 312e12),
     ("NVIDIA A10", 125e12), ("NVIDIA A10G", 70e12), ("NVIDIA RTX A1000", None), ("Tesla T4", 65e12),
     ("NVIDIA T400 4GB", None), ("NVIDIA L4", 121e12), ("NVIDIA L40S", 362e12), ("Tesla V100-SXM2-16GB", 125e12),
+    ("NVIDIA H800", 989e12), ("NVIDIA H800 PCIe", 756e12), ("NVIDIA GB200", 2500e12), ("NVIDIA B200", 2250e12),
+    ("NVIDIA H20", None),
 ])
 def test_gpu_peaks_match_whole_model_names(name, peak):
     assert hardware.gpu_peak(name) == peak
+
+
+def test_a_gpu_without_a_table_entry_is_probed_with_a_matmul_that_fills_it():
+    assert hardware.probe_shape(torch.device("cuda", 0)) == (8192, 10)
+    assert hardware.probe_shape(torch.device("cpu")) == (hardware.PROBE_N, 3)
 
 
 def test_bf16_only_where_the_gpu_has_it(monkeypatch):
@@ -636,6 +658,44 @@ def test_gpt2_config_is_nanogpts_recipe():
     assert (t.dtype, t.compile, cfg.data.tokenizer) == ("bfloat16", "true", "gpt2")
 
 
+def test_the_speedrun_recipe_is_gpt2_small_trained_the_modern_way():
+    cfg = parse_args([str(ROOT / "config" / "gpt2-speedrun.toml")], Config, "train.py")
+    m, t = cfg.model, cfg.train
+    assert (m.n_layer, m.n_head, m.n_embd, m.block_size, cfg.data.tokenizer) == (12, 12, 768, 1024, "gpt2")
+    assert (m.pos_emb, m.qk_norm, m.activation, m.tie_embeddings, m.zero_init_proj, m.logit_softcap > 0,
+            m.vocab_multiple) == ("rope", True, "relu2", False, True, True, 64)
+    tokens_per_step = t.batch_size * t.gradient_accumulation_steps * m.block_size
+    assert tokens_per_step == 524_288 and 2.9e9 < tokens_per_step * t.max_iters < 3.1e9
+    assert (t.optimizer, t.muon_split_qkv, t.schedule, t.dtype, t.compile) == ("muon", True, "wsd", "bfloat16", "true")
+    assert (t.muon_lr, t.embedding_lr, t.head_lr, t.scalar_lr, t.weight_decay) == (0.02, 0.3, 0.008, 0.04, 0.0)
+
+
+@pytest.mark.parametrize("name", ["gpt2-124m.toml", "gpt2-speedrun.toml"])
+def test_the_gpu_recipes_train_a_few_steps_on_the_cpu(name, tmp_path, gpt2_rank_file):
+    """Each GPU recipe as written (its optimizer, rates, schedule, accumulation, options, GPT-2's tokenizer and
+    padded vocabulary) at a tiny width, on the CPU, eager, in float32: the recipe runs before a GPU is rented."""
+    out = tmp_path / "run"
+    data = {"data.source": str(write_corpus(tmp_path / "text.txt", 20_000, seed=2)),
+            "data.tokenizer": str(gpt2_rank_file), "data.dir": str(tmp_path / "data")}
+    shape = {"model.n_layer": 1, "model.n_head": 2, "model.n_embd": 32, "model.block_size": 32, "train.batch_size": 2,
+             "train.max_iters": 3, "train.warmup_iters": 1, "train.eval_interval": 3, "train.eval_iters": 1,
+             "train.checkpoint_interval": 3, "train.device": "cpu", "train.compile": "false", "train.dtype": "float32",
+             "train.sample_at_end": "false", "train.out_dir": str(out)}
+    assert train.main([str(ROOT / "config" / name), *(f"--{k}={v}" for k, v in {**data, **shape}.items())]) == 0
+    ckpt = load_checkpoint(out / "ckpt.pt")
+    assert ckpt["step"] == 3 and ckpt["model_config"]["vocab_size"] == 50257
+    assert ckpt["model"]["lm_head.weight"].shape == (50304, 32)  # 50,257 tokens in 50,304 rows
+    evals = [v for (step, kind), v in losses(out).items() if kind == "eval"]
+    assert all(math.isfinite(v) for v in evals)
+    rates = sorted(g["lr"] for g in ckpt["optimizer"]["param_groups"])
+    if name == "gpt2-speedrun.toml":  # after 3 steps of a 3-step run: each group's peak x the same multiplier
+        peaks = sorted(g["initial_lr"] for g in ckpt["optimizer"]["param_groups"])
+        assert peaks == [0.008, 0.02, 0.04, 0.3]
+        assert any(g.get("split_rows") for g in ckpt["optimizer"]["param_groups"])
+    else:
+        assert len(rates) == 2
+
+
 def test_help_lists_every_training_setting(capsys):
     with pytest.raises(SystemExit) as e:
         train.main(["--help"])
@@ -664,3 +724,107 @@ def test_eager_samples_a_compiled_model_without_its_compiled_blocks():
     with speed.eager(model):
         assert torch.equal(model.generate(prompt, 20, temperature=0.0), expected)  # past block_size too
     assert all(block._compiled_call_impl is refuse for block in model.transformer.h)  # restored after
+
+
+def test_cuda_compiles_the_whole_model_and_a_cpu_its_blocks():
+    """The selection only: a CPU here, so the CUDA branch is taken for a faked device; nn.Module.compile is lazy,
+    so nothing compiles.  That the whole-model compile runs and is faster on a GPU is for tools/gpu_check."""
+    from model import GPT, GPTConfig
+    config = GPTConfig.gpt2(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=16)
+    names = list(GPT(config).state_dict())
+    whole, regional = GPT(config), GPT(config)
+    assert speed.compile_model(whole, torch.device("cuda", 0)) == "model"
+    assert whole._compiled_call_impl is not None and all(b._compiled_call_impl is None for b in whole.transformer.h)
+    assert speed.compile_model(regional, torch.device("cpu")) == "blocks"
+    assert regional._compiled_call_impl is None and all(b._compiled_call_impl for b in regional.transformer.h)
+    assert list(whole.state_dict()) == list(regional.state_dict()) == names  # checkpoints keep their names
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the compiled model ran inside speed.eager")
+
+    whole._compiled_call_impl = refuse
+    x = torch.randint(0, 64, (1, 8))
+    with speed.eager(whole):
+        whole(x)
+    assert whole._compiled_call_impl is refuse
+
+
+@pytest.mark.parametrize("optimizer", ["muon", "adamw"])
+def test_a_step_reads_the_device_once(data, monkeypatch, optimizer):
+    """A step waits for the device once: its loss and gradient norm come back in one read, and whether the norm is
+    finite is decided on the host from that read.  A CPU has nothing asynchronous to lose, so this counts the reads
+    that on a GPU are each a wait: item, tolist and a tensor's truth or number value."""
+    from model import GPTConfig
+    ds = open_dataset(data["data.dir"])
+    t = parse_args(argv(data, Path("unused"), train__optimizer=optimizer), Config, "train.py").train
+    batches = Batches(ds.train, ds.val, 32, 4, 2, 0, torch.device("cpu"))
+    step = TrainStep(GPTConfig.gpt2(vocab_size=ds.vocab_size, block_size=32, n_layer=1, n_head=2, n_embd=32), t,
+                     torch.device("cpu"), batches)
+    step(0, 1.0)  # the first step makes the optimizer's state
+    reads = []
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__", "__index__"):
+        real = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name,
+                            lambda self, *a, _real=real, _name=name: reads.append(_name) or _real(self, *a))
+    result = step(1, 1.0)
+    monkeypatch.undo()
+    assert reads == ["tolist"]
+    assert math.isfinite(result.loss) and result.seconds > 0 and result.grad_norm > 0
+
+
+def fake_gpus(monkeypatch, count: int, **env: str) -> list:
+    """torch.cuda as a machine with ``count`` GPUs would answer, and torchrun's variables ``env``."""
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return chosen
+
+
+def test_more_processes_than_gpus_are_refused_naming_the_counts(monkeypatch):
+    from smallgpt.distributed import process_and_device
+    torchrun = dict(RANK="1", WORLD_SIZE="2", LOCAL_RANK="1", LOCAL_WORLD_SIZE="2")
+    fake_gpus(monkeypatch, 1, **torchrun)
+    with pytest.raises(UserError, match=r"^2 processes on this node but 1 GPU\(s\): two ranks would share a GPU.*"
+                                        r"--nproc_per_node=1.*--train.device=cpu"):
+        process_and_device("auto")
+    chosen = fake_gpus(monkeypatch, 2, **torchrun)
+    proc, device = process_and_device("cuda")
+    assert (proc.rank, proc.world_size, device, chosen) == (1, 2, torch.device("cuda", 1), [torch.device("cuda", 1)])
+    chosen = fake_gpus(monkeypatch, 1, **torchrun, CUDA_VISIBLE_DEVICES="5")  # a launcher gave each process its GPU
+    assert process_and_device("cuda")[1] == torch.device("cuda", 0)
+    fake_gpus(monkeypatch, 8, RANK="9", WORLD_SIZE="16", LOCAL_RANK="1", LOCAL_WORLD_SIZE="9")  # a node of 9 on 8 GPUs
+    with pytest.raises(UserError, match="^9 processes on this node but 8 GPU"):
+        process_and_device("cuda")
+    assert process_and_device("cpu")[1] == torch.device("cpu")  # gloo on the CPU: any number of processes
+
+
+def test_the_refusal_is_one_line_and_exit_2(tmp_path):
+    script = tmp_path / "two_on_one.py"
+    script.write_text("import sys, torch\nsys.path.insert(0, sys.argv[1])\n"
+                      "torch.cuda.is_available = lambda: True\ntorch.cuda.device_count = lambda: 1\n"
+                      "from smallgpt.cli import run_main\nfrom smallgpt.distributed import process_and_device\n"
+                      "run_main(lambda argv: process_and_device('cuda') and 0)\n")
+    env = {k: v for k, v in ENV.items() if k != "CUDA_VISIBLE_DEVICES"}
+    done = subprocess.run([sys.executable, str(script), str(ROOT)], capture_output=True, text=True, timeout=120,
+                          env={**env, "RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2"})
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert done.stderr.startswith("error: 2 processes on this node but 1 GPU(s)")
+
+
+def test_the_closing_sample_runs_in_the_runs_precision(data, tmp_path, monkeypatch):
+    """A bf16 run samples at its end under the run's bf16 autocast, as it trained (on a GPU: not in fp32)."""
+    from smallgpt import trainer
+    seen = []
+
+    def generate_texts(model, enc, ids, settings, device):
+        seen.append((torch.is_autocast_enabled(device.type), torch.get_autocast_dtype(device.type)))
+        return ["a sample"]
+
+    monkeypatch.setattr(trainer, "generate_texts", generate_texts)
+    assert train.main(argv(data, tmp_path / "run", train__max_iters=2, train__dtype="bfloat16",
+                           train__sample_at_end="true")) == 0
+    assert seen == [(True, torch.bfloat16)]

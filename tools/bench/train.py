@@ -114,7 +114,8 @@ def training_figures(mcfg: GPTConfig, variants: dict[str, TrainConfig], device: 
                      steps: int, warmup: int, run_steps: int) -> dict[str, dict]:
     """ms/step, tokens/s and MFU of train.py's step on one model under each of ``variants`` (train settings),
     all timed in rounds with each other.  On a CPU the peak is hardware.MatmulProbe's (the fastest of its
-    matmuls, in each variant's dtype), timed in the same rounds; on a GPU the card's known peak (hardware.py)."""
+    matmuls, in each variant's dtype), timed in the same rounds; on a GPU the card's peak (hardware.peak_flops:
+    its table, or the probe where the table has no entry)."""
     data = random_tokens(mcfg.vocab_size)
     runs = {name: TimedStep(mcfg, tcfg, device, data) for name, tcfg in variants.items()}
     probes = {dtype: MatmulProbe(device, dtype) for dtype in {r.train_step.dtype for r in runs.values()}} \
@@ -131,7 +132,8 @@ def training_figures(mcfg: GPTConfig, variants: dict[str, TrainConfig], device: 
         flops_per_step = step.tokens_per_step * step.flops_per_token
         out[name] = {"ms_per_step": 1e3 * t.median, "tokens_per_s": step.tokens_per_step / t.median,
                      "mfu": flops_per_step / t.median / peak_flops, "peak_flops": peak_flops,
-                     "peak_flops_source": "hardware.MatmulProbe, same run" if probes else "hardware.py table",
+                     "peak_flops_source": ("hardware.MatmulProbe, same run" if probes
+                                           else hardware.peak_source(device, step.dtype)),
                      "compiled": step.compiled, "compile_s": compile_s,
                      "tokens_per_s_amortised": step.tokens_per_step * run_steps / (t.median * run_steps + compile_s),
                      "dtype": str(step.dtype).removeprefix("torch."), "steps": len(t.seconds),
