@@ -95,7 +95,7 @@ def test_tuning_the_budget_rule_on_several_corpora_against_a_baseline(tmp_path, 
                     "prose-baseline-seed0"]
     assert got["picks"]["1"]["chosen"] in {"text", "muon", "text+ema", "muon+ema"}
     said = capsys.readouterr()
-    assert "**1 s** (median of 1 seeds; chosen:" in said.out and "| `muon+ema` |" in said.out
+    assert "**1 s** (median of 1 seeds; chosen:" in said.out and "| `text+ema` = `muon+ema` |" in said.out
     race.main(args)
     assert json.loads(out.read_text())["cells"] == got["cells"] and capsys.readouterr().err.count("reused") == 4
 

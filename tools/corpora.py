@@ -30,6 +30,8 @@ from typing import Callable
 
 from smallgpt.cli import Settings, need, parse_args, run_main
 from smallgpt.errors import UserError
+from smallgpt.safefiles import atomic_write
+from smallgpt.tokenizer import file_sha256
 
 SUMMARY = ("Rebuild the corpora the text recipe is tuned on (names=all) and checked on (names=held-out) "
            "from pinned Debian packages, each checked against its pinned sha256.")
@@ -343,14 +345,6 @@ def extract(deb: Path, cache_dir: Path) -> Path:
 # --------------------------------------------------------------------------- building
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def write_checked(corpus: Corpus, data: bytes, path: Path, origin: str) -> None:
     """Write data as path through a temporary file, and only if it has the corpus's pinned sha256."""
     try:
@@ -366,16 +360,7 @@ def write_checked(corpus: Corpus, data: bytes, path: Path, origin: str) -> None:
                         "the cache folder), or check the new text and pin its version, bytes and sha256 in "
                         "tools/corpora.py, knowing that results measured on the old text no longer compare")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # beside it, so os.replace is atomic
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write(path, data, durable=True)
 
 
 def _read_novel(corpus: Corpus, novel: str | Path | None) -> tuple[bytes, str]:
@@ -401,7 +386,7 @@ def build(name: str, out_dir: str | Path, cache_dir: str | Path, novel: str | Pa
         raise UserError(f"unknown corpus {name!r}; the corpora are {', '.join(CORPORA)}")
     corpus = CORPORA[name]
     path = Path(out_dir) / f"{name}.txt"
-    if not force and path.is_file() and path.stat().st_size == corpus.bytes and sha256_of(path) == corpus.sha256:
+    if not force and path.is_file() and path.stat().st_size == corpus.bytes and file_sha256(path) == corpus.sha256:
         progress(f"{name}: {path} is already there with the pinned sha256")
         return path
     if corpus.make is None:

@@ -523,18 +523,25 @@ def rule_tables(out: dict[str, Any], corpora: list[str], budgets: list[float]) -
         lines += [f"| {c} | {b['val_bpb']:.3f} | {b['train_seconds']:.1f} s |" for c, b in out["baseline"].items()]
     for budget in budgets:
         p = out["picks"][f"{budget:g}"]
-        head = ["candidate", *[f"{c}: bpb (× baseline)" for c in corpora], "median ×", "worst loss", "reached baseline at"]
+        head = ["candidate", *[f"{c}: bpb (× baseline)" for c in corpora], "median ×", "worst loss", "reached the baseline's result at (× sooner)"]
         lines += ["", f"**{budget:g} s** (median of {out['seeds']} seeds; chosen: `{p['chosen']}`"
                   + ("" if p["within_tolerance"] else ", none within the tolerance") + ")", "",
                   "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for name, score in p["scores"].items():
-            row = [f"`{name}`"]
+        same: dict[str, list[str]] = {}  # candidates that agree at this budget ran as one: one row
+        for name in p["scores"]:
+            c = out["cells"][f"{corpora[0]}|{budget:g}|{name}"]
+            same.setdefault(json.dumps([c["settings"], c["average"]], sort_keys=True), []).append(name)
+        for names in same.values():
+            name, score = names[0], p["scores"][names[0]]
+            row = [" = ".join(f"`{n}`" for n in names)]
             hits = []
             for corpus in corpora:
                 c = out["cells"][f"{corpus}|{budget:g}|{name}"]
                 row.append(f"{c['val_bpb']:.3f}" + (f" ({c['ratio']:.2f})" if "ratio" in c else ""))
-                hits.append(f"{c['seconds_to_baseline']:.0f}" if c["seconds_to_baseline"] is not None else "—")
-            row += [f"{score['median_ratio']:.3f}", f"{score['worst_loss']:+.3f}", " / ".join(hits) + " s"]
+                hit = c["seconds_to_baseline"]
+                sooner = out["baseline"].get(corpus, {}).get("train_seconds")
+                hits.append("—" if hit is None else f"{hit:.0f} s" + (f" ({sooner / hit:.0f}×)" if sooner and hit else ""))
+            row += [f"{score['median_ratio']:.3f}", f"{score['worst_loss']:+.3f}", " / ".join(hits)]
             lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
