@@ -26,7 +26,8 @@ runs evaluate both, so every candidate is reported with and without it); the ``r
 (nanoGPT's) runs once per corpus and seed, and every figure is also a ratio to its result there, with the
 training time at which the candidate first reached it.  For each budget the race picks the candidate
 with the lowest median ratio over the corpora among those that lose at most 0.01 bpb on any corpus
-against the best candidate there.  Finished runs are reused (``race.reuse``): a long race can stop and
+against the best candidate there and reach the baseline's result at most 1.5 times later than the
+candidate that reaches it first, on every corpus (a long budget must keep the fast start).  Finished runs are reused (``race.reuse``): a long race can stop and
 go on, one budget at a time.  The command of docs/cpu-race.md's tables:
 
     python -m tools.race config/text-cpu.toml --race.corpora=novel,quotations,vimdoc,german \\
@@ -496,21 +497,30 @@ def candidate_name(rule: str, average: str) -> str:
     return f"{rule}+{average}" if average else rule
 
 
-def pick(cells: dict[str, dict], budget: float, tolerance: float = 0.01) -> dict[str, Any]:
+def pick(cells: dict[str, dict], budget: float, tolerance: float = 0.01, slower: float = 1.5) -> dict[str, Any]:
     """The candidate with the lowest median over corpora of its ratio to the baseline, among those that lose no
-    more than ``tolerance`` bpb on any corpus against the best candidate there (else the lowest median, said)."""
+    more than ``tolerance`` bpb on any corpus against the best candidate there and keep the fast start: on no
+    corpus do they reach the baseline's result more than ``slower`` times later than the candidate that reaches
+    it first (people stop runs early, so a long budget must not make the early curve worse).  Else the lowest
+    median, said."""
     here = [c for c in cells.values() if c["budget_s"] == budget]
     corpora = sorted({c["corpus"] for c in here})
     best = {corpus: min(c["val_bpb"] for c in here if c["corpus"] == corpus) for corpus in corpora}
+    first = {corpus: min((c["seconds_to_baseline"] for c in here if c["corpus"] == corpus
+                          and c["seconds_to_baseline"] is not None), default=None) for corpus in corpora}
     scores = {}
     for name in dict.fromkeys(candidate_name(c["rule"], c["average"]) for c in here):
         mine = [c for c in here if candidate_name(c["rule"], c["average"]) == name]
         ratios = [c.get("ratio", c["val_bpb"]) for c in mine]
+        late = [float("inf") if c["seconds_to_baseline"] is None else c["seconds_to_baseline"] / max(first[c["corpus"]], 1e-9)
+                for c in mine if first[c["corpus"]] is not None]
         scores[name] = {"median_ratio": statistics.median(ratios),
-                        "worst_loss": max(c["val_bpb"] - best[c["corpus"]] for c in mine)}
-    within = [n for n, s in scores.items() if s["worst_loss"] <= tolerance]
+                        "worst_loss": max(c["val_bpb"] - best[c["corpus"]] for c in mine),
+                        "start_slower": max(late, default=1.0)}
+    within = [n for n, s in scores.items() if s["worst_loss"] <= tolerance and s["start_slower"] <= slower]
     chosen = min(within or scores, key=lambda n: scores[n]["median_ratio"])
-    return {"chosen": chosen, "within_tolerance": bool(within), "tolerance": tolerance, "scores": scores}
+    return {"chosen": chosen, "within_tolerance": bool(within), "tolerance": tolerance, "slower": slower,
+            "scores": scores}
 
 
 def rule_tables(out: dict[str, Any], corpora: list[str], budgets: list[float]) -> str:
@@ -523,9 +533,10 @@ def rule_tables(out: dict[str, Any], corpora: list[str], budgets: list[float]) -
         lines += [f"| {c} | {b['val_bpb']:.3f} | {b['train_seconds']:.1f} s |" for c, b in out["baseline"].items()]
     for budget in budgets:
         p = out["picks"][f"{budget:g}"]
-        head = ["candidate", *[f"{c}: bpb (× baseline)" for c in corpora], "median ×", "worst loss", "reached the baseline's result at (× sooner)"]
+        head = ["candidate", *[f"{c}: bpb (× baseline)" for c in corpora], "median ×", "worst loss",
+                "reached the baseline's result at (× sooner)", "start × later"]
         lines += ["", f"**{budget:g} s** (median of {out['seeds']} seeds; chosen: `{p['chosen']}`"
-                  + ("" if p["within_tolerance"] else ", none within the tolerance") + ")", "",
+                  + ("" if p["within_tolerance"] else ", none within the tolerances") + ")", "",
                   "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         same: dict[str, list[str]] = {}  # candidates that agree at this budget ran as one: one row
         for name in p["scores"]:
@@ -541,7 +552,8 @@ def rule_tables(out: dict[str, Any], corpora: list[str], budgets: list[float]) -
                 hit = c["seconds_to_baseline"]
                 sooner = out["baseline"].get(corpus, {}).get("train_seconds")
                 hits.append("—" if hit is None else f"{hit:.0f} s" + (f" ({sooner / hit:.0f}×)" if sooner and hit else ""))
-            row += [f"{score['median_ratio']:.3f}", f"{score['worst_loss']:+.3f}", " / ".join(hits)]
+            row += [f"{score['median_ratio']:.3f}", f"{score['worst_loss']:+.3f}", " / ".join(hits),
+                    f"{score['start_slower']:.1f}"]
             lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
