@@ -100,6 +100,23 @@ def test_tuning_the_budget_rule_on_several_corpora_against_a_baseline(tmp_path, 
     assert json.loads(out.read_text())["cells"] == got["cells"] and capsys.readouterr().err.count("reused") == 4
 
 
+def test_the_pick_keeps_the_fast_start_and_the_tolerance():
+    """A candidate that ends best but reaches the baseline's result 4x later is passed over for one within
+    0.01 bpb that starts fast; one that loses more than 0.01 on a corpus is passed over too."""
+    def cell(corpus, rule, bpb, hit):
+        return {"corpus": corpus, "budget_s": 600.0, "rule": rule, "average": "", "settings": {}, "val_bpb": bpb,
+                "seeds": [bpb], "seconds_to_baseline": hit, "ratio": bpb / 2.0}
+    cells = {f"{c}|600|{r}": cell(c, r, bpb, hit) for c, r, bpb, hit in [
+        ("a", "slow", 1.500, 40.0), ("b", "slow", 1.800, 30.0),
+        ("a", "fast", 1.506, 10.0), ("b", "fast", 1.805, 12.0),
+        ("a", "lossy", 1.497, 10.0), ("b", "lossy", 1.830, 10.0)]}
+    got = race.pick(cells, 600.0)
+    assert got["chosen"] == "fast" and got["within_tolerance"]
+    assert got["scores"]["slow"]["start_slower"] == pytest.approx(4.0)
+    assert got["scores"]["lossy"]["worst_loss"] == pytest.approx(0.030)
+    assert race.pick(cells, 600.0, slower=5.0)["chosen"] == "slow"  # by the loss alone AdamW's kind would win
+
+
 # --------------------------------------------------------------------------- the chart
 
 
