@@ -150,9 +150,13 @@ class Ctx:
             done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=share * self.left())
         except subprocess.TimeoutExpired as e:
             print(_text(e.stdout), _text(e.stderr), sep="\n", flush=True)
-            raise RuntimeError(f"{Path(cmd[1]).name if len(cmd) > 1 else cmd[0]} ran out of time") from None
+            raise OutOfTime(f"{Path(cmd[1]).name if len(cmd) > 1 else cmd[0]} ran out of time") from None
         print(done.stdout, done.stderr, sep="\n", flush=True)
         return done
+
+
+class OutOfTime(RuntimeError):
+    """A stage's subprocess was stopped at its share of the stage's time: the stage is recorded as a timeout."""
 
 
 def _text(b: bytes | str | None) -> str:
@@ -527,7 +531,11 @@ def stage_main(cfg: GpuCheckConfig) -> None:
     out = Path(cfg.out)
     ctx = Ctx(cfg, pick_device(cfg.device), out, float(os.environ.get(DEADLINE_ENV, time.time() + 600)))
     ctx.work.mkdir(parents=True, exist_ok=True)
-    ctx.save(STAGE_FUNCS[cfg.stage](ctx))
+    try:
+        result = STAGE_FUNCS[cfg.stage](ctx)
+    except OutOfTime as e:
+        result = {"status": f"timeout: {e}", "summary": str(e)}
+    ctx.save(result)
 
 
 def main(argv: list[str]) -> int:
