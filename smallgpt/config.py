@@ -95,7 +95,7 @@ class TrainConfig:
     distill_weight: float = 0.5  # the share of the loss that is the divergence from the teachers (distill_from); the rest is the cross-entropy
     init_from: str = ""  # empty: from scratch; else fine-tune a run directory or checkpoint, a Hugging Face GPT-2 directory, or gpt2, gpt2-medium, gpt2-large, gpt2-xl (local Hugging Face cache)
     sample_at_end: bool = True  # print a short sample when training ends
-    budget_rule: str = ""  # '' (off) or 'text': settings chosen from max_seconds (smallgpt/recipes.py) (settings given on the command line win; no effect without max_seconds)
+    budget_rule: str = ""  # '' (off) or 'text': settings chosen from max_seconds by smallgpt/recipes.py (those given on the command line win; no effect without max_seconds)
     average: str = ""  # weight averaging over the end of the run: '' (off), 'ema' or 'lawa'; checkpoints then hold the average (smallgpt/averaging.py)
     average_start: float = -1.0  # fraction of the run (of max_seconds when set, else of max_iters) after which weights are averaged; -1: where the decay starts
     average_beta: float = 0.98  # average = 'ema': the moving average's decay per step (a window of about 1 / (1 - beta) steps)

@@ -27,8 +27,8 @@ runs evaluate both, so every candidate is reported with and without it); the ``r
 training time at which the candidate first reached it.  For each budget the race picks the candidate
 with the lowest median ratio over the corpora among those that lose at most 0.01 bpb on any corpus
 against the best candidate there and reach the baseline's result at most 1.5 times later than the
-candidate that reaches it first, on every corpus (a long budget must keep the fast start).  Finished runs are reused (``race.reuse``): a long race can stop and
-go on, one budget at a time.  The command of docs/cpu-race.md's tables:
+candidate that reaches it first, on every corpus (a long budget must keep the fast start).  Finished
+runs are reused (``race.reuse``): a long race can stop and go on, one budget at a time.  The command of docs/cpu-race.md's tables:
 
     python -m tools.race config/text-cpu.toml --race.corpora=novel,quotations,vimdoc,german \\
         --race.rules=text,muon,muon-decay50 --race.budgets=60,300,600 --race.seeds=2 --race.jobs=2 \\
@@ -512,7 +512,8 @@ def pick(cells: dict[str, dict], budget: float, tolerance: float = 0.01, slower:
     for name in dict.fromkeys(candidate_name(c["rule"], c["average"]) for c in here):
         mine = [c for c in here if candidate_name(c["rule"], c["average"]) == name]
         ratios = [c.get("ratio", c["val_bpb"]) for c in mine]
-        late = [float("inf") if c["seconds_to_baseline"] is None else c["seconds_to_baseline"] / max(first[c["corpus"]], 1e-9)
+        late = [float("inf") if c["seconds_to_baseline"] is None  # never reached, where another did
+                else c["seconds_to_baseline"] / max(first[c["corpus"]], 1e-9)
                 for c in mine if first[c["corpus"]] is not None]
         scores[name] = {"median_ratio": statistics.median(ratios),
                         "worst_loss": max(c["val_bpb"] - best[c["corpus"]] for c in mine),
